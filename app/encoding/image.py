@@ -1,0 +1,127 @@
+"""Digit images: raw MNIST intensities to network input, and photos to MNIST style.
+
+MNIST digits are white on black, cropped to their bounding box, fitted into 20x20
+with the aspect ratio kept, and centred by centre of mass in a 28x28 frame
+(LeCun et al.). An uploaded picture only resembles the training data after the
+same steps, so :func:`prepare_upload` repeats them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from app.encoding.errors import EncodingError
+
+SIDE = 28
+DIGIT_BOX = 20
+
+
+class ImagePipeline:
+    """Scale 0-255 intensities to [0, 1] and reshape to what the network takes."""
+
+    def __init__(self, height: int, width: int, scale: float, input_shape: list[int]) -> None:
+        self.height = height
+        self.width = width
+        self.scale = scale
+        self.input_shape = input_shape
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "image",
+            "height": self.height,
+            "width": self.width,
+            "scale": self.scale,
+            "input_shape": self.input_shape,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ImagePipeline:
+        if data.get("kind") != "image":
+            raise ValueError("not an image pipeline")
+        return cls(
+            int(data["height"]), int(data["width"]), float(data["scale"]), list(data["input_shape"])
+        )
+
+    def encode(self, pixels: np.ndarray, field: str = "image") -> np.ndarray:
+        """Accept ``[N, H, W]`` or ``[N, H*W]`` intensities in 0-255."""
+        n = pixels.shape[0] if pixels.ndim else 0
+        if pixels.ndim not in (2, 3) or pixels[0].size != self.height * self.width:
+            raise EncodingError(
+                field,
+                f"must hold {self.height}x{self.width} (or {self.height * self.width}) "
+                f"intensities per image, got shape {list(pixels.shape)}",
+            )
+        values = pixels.astype(np.float32, copy=False)
+        if not np.isfinite(values).all():
+            raise EncodingError(field, "must not contain NaN or Infinity")
+        if values.min(initial=0.0) < 0 or values.max(initial=0.0) > 255:
+            raise EncodingError(field, "intensities must be between 0 and 255")
+        return (values / self.scale).reshape([n, *self.input_shape])
+
+
+def prepare_upload(data: bytes, max_pixels: int, field: str = "file") -> np.ndarray:
+    """Turn PNG/JPEG bytes into a 28x28 MNIST-style uint8 array (white on black)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise EncodingError(field, "is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in ("PNG", "JPEG"):
+                raise EncodingError(field, f"must be a PNG or JPEG image, got {img.format}")
+            if img.width * img.height > max_pixels:
+                raise EncodingError(
+                    field,
+                    f"has {img.width}x{img.height} pixels, more than the limit of {max_pixels}",
+                )
+            gray = np.asarray(img.convert("L"), dtype=np.float32)
+    except EncodingError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise EncodingError(field, f"is not a decodable PNG or JPEG image ({exc})") from None
+    return mnist_style(gray, field)
+
+
+def mnist_style(gray: np.ndarray, field: str = "file") -> np.ndarray:
+    """Invert if dark-on-light, crop, fit in 20x20, centre by mass in 28x28."""
+    from PIL import Image
+
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if border.mean() > 127:  # light background: a pen drawing, invert to MNIST's look
+        gray, border = 255.0 - gray, 255.0 - border
+    gray = np.clip(gray - np.median(border), 0, 255)
+    ink = gray > 0.2 * gray.max() if gray.max() > 0 else np.zeros_like(gray, dtype=bool)
+    if gray.max() < 30 or not ink.any():
+        raise EncodingError(field, "contains no visible digit")
+    rows, cols = np.nonzero(ink)
+    crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = crop.shape
+    factor = DIGIT_BOX / max(h, w)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    small = np.asarray(
+        Image.fromarray(crop.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS),
+        dtype=np.float32,
+    )
+    frame = np.zeros((SIDE, SIDE), dtype=np.float32)
+    top, left = (SIDE - small.shape[0]) // 2, (SIDE - small.shape[1]) // 2
+    frame[top : top + small.shape[0], left : left + small.shape[1]] = small
+    total = frame.sum()
+    ys, xs = np.indices(frame.shape)
+    dy = round(SIDE / 2 - (ys * frame).sum() / total)
+    dx = round(SIDE / 2 - (xs * frame).sum() / total)
+    frame = _shift(frame, dy, dx)
+    peak = frame.max()
+    return np.clip(frame * (255.0 / peak), 0, 255).astype(np.uint8)
+
+
+def _shift(frame: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Move the content by (dy, dx) without wrapping around the edges."""
+    out = np.zeros_like(frame)
+    h, w = frame.shape
+    src = frame[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    out[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
+    return out

@@ -1,0 +1,46 @@
+"""Service settings, read from environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.runtimes import RuntimeChoice
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="where models/<name>/<version>/ live")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_json: bool = Field(False, description="one JSON object per log line")
+
+    runtime: RuntimeChoice = Field(
+        "auto", description="auto = ONNX Runtime on CPU, TensorFlow on a GPU"
+    )
+    runtime_threads: int = Field(1, ge=1, le=64, description="intra-op threads per ONNX session")
+
+    max_instances: int = Field(1000, ge=1, description="instances per request")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body size")
+    max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="uploaded image size")
+    max_image_pixels: int = Field(16_000_000, ge=784, description="uploaded image width*height")
+
+    batching: bool = Field(True, description="merge concurrent requests into one runtime call")
+    max_batch_size: int = Field(64, ge=1, description="instances per merged runtime call")
+    max_batch_wait_ms: float = Field(
+        2.0, ge=0, description="longest wait for batch-mates, spent only when others are queued"
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

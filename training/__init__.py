@@ -1,0 +1,1 @@
+"""Offline training: produces the artifacts under models/ that the service serves."""

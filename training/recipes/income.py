@@ -1,0 +1,126 @@
+"""income: UCI Adult census, predict whether yearly income exceeds $50K."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.encoding import FeatureSpec
+from training.datasets import fetch
+from training.loaders import read_adult
+from training.recipes.base import RawSplits, Recipe, stratified_split
+
+if TYPE_CHECKING:
+    import keras
+
+VALIDATION_FRACTION = 0.15
+
+FEATURES = (
+    FeatureSpec("age", "numeric", "Age in years", minimum=0, maximum=120, integer=True),
+    FeatureSpec("workclass", "categorical", "Employer type", missing_markers=("?",)),
+    FeatureSpec(
+        "fnlwgt", "numeric", "Census sampling weight", minimum=0, maximum=1e7, integer=True
+    ),
+    FeatureSpec("education", "categorical", "Highest education", missing_markers=("?",)),
+    FeatureSpec(
+        "education_num",
+        "numeric",
+        "Education in years (1-16)",
+        minimum=1,
+        maximum=16,
+        integer=True,
+    ),
+    FeatureSpec("marital_status", "categorical", "Marital status", missing_markers=("?",)),
+    FeatureSpec("occupation", "categorical", "Occupation", missing_markers=("?",)),
+    FeatureSpec("relationship", "categorical", "Role in the household", missing_markers=("?",)),
+    FeatureSpec("race", "categorical", "Race", missing_markers=("?",)),
+    FeatureSpec("sex", "categorical", "Sex", missing_markers=("?",)),
+    FeatureSpec(
+        "capital_gain",
+        "numeric",
+        "Capital gains in USD",
+        minimum=0,
+        maximum=1e6,
+        integer=True,
+        transform="log1p",
+    ),
+    FeatureSpec(
+        "capital_loss",
+        "numeric",
+        "Capital losses in USD",
+        minimum=0,
+        maximum=1e6,
+        integer=True,
+        transform="log1p",
+    ),
+    FeatureSpec(
+        "hours_per_week",
+        "numeric",
+        "Working hours per week",
+        minimum=0,
+        maximum=168,
+        integer=True,
+    ),
+    FeatureSpec("native_country", "categorical", "Country of origin", missing_markers=("?",)),
+)
+
+EXAMPLE = {
+    "age": 45,
+    "workclass": "Private",
+    "fnlwgt": 200000,
+    "education": "Masters",
+    "education_num": 14,
+    "marital_status": "Married-civ-spouse",
+    "occupation": "Exec-managerial",
+    "relationship": "Husband",
+    "race": "White",
+    "sex": "Male",
+    "capital_gain": 5000,
+    "capital_loss": 0,
+    "hours_per_week": 50,
+    "native_country": "United-States",
+}
+
+
+def load(data_dir: Path | None, seed: int) -> RawSplits:
+    """adult.data gives train and validation; adult.test is kept for the final score."""
+    train_file, test_file = fetch("adult.data", data_dir), fetch("adult.test", data_dir)
+    full, test = read_adult(train_file), read_adult(test_file)
+    keep, held = stratified_split(full.labels, VALIDATION_FRACTION, seed)
+    return RawSplits(full.take(keep), full.take(held), test, [train_file, test_file])
+
+
+def build(input_shape: tuple[int, ...]) -> keras.Model:
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape, name="features"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ],
+        name="income",
+    )
+
+
+RECIPE = Recipe(
+    name="income",
+    version=1,
+    title="Adult census income",
+    description="Predicts whether a person's yearly income exceeds $50K (UCI Adult, 1994 "
+    "US census). Missing values may be sent as null or '?'.",
+    classes=("<=50K", ">50K"),
+    architecture="one-hot + scaling -> Dense(64, relu) -> Dropout(0.3) -> Dense(32, relu) "
+    "-> Dropout(0.3) -> Dense(1, sigmoid)",
+    load=load,
+    build=build,
+    example=EXAMPLE,
+    features=FEATURES,
+    max_epochs=100,
+    batch_size=256,
+    patience=8,
+    learning_rate=1e-3,
+)
