@@ -55,7 +55,7 @@ def plot_history(history: dict[str, list[float]], title: str, path: Path) -> Non
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     epochs = range(1, len(history["loss"]) + 1)
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):  # lr may be logged too
         ax.plot(epochs, history[metric], label="training")
         ax.plot(epochs, history[f"val_{metric}"], label="validation")
         ax.set_xlabel("epoch")

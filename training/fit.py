@@ -114,6 +114,13 @@ def train(
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=recipe.patience, restore_best_weights=True
     )
+    callbacks: list[keras.callbacks.Callback] = [stop]
+    if recipe.reduce_lr_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=1 / 3, patience=recipe.reduce_lr_patience, min_lr=1e-5
+            )
+        )
     started = time.perf_counter()
     history = model.fit(
         x_train,
@@ -121,7 +128,7 @@ def train(
         validation_data=(x_val, y_val),
         epochs=epochs or recipe.max_epochs,
         batch_size=recipe.batch_size,
-        callbacks=[stop],
+        callbacks=callbacks,
         verbose=verbose,
     )
     seconds = time.perf_counter() - started

@@ -49,17 +49,20 @@ class ImagePipeline:
     def encode(self, pixels: np.ndarray, field: str = "image") -> np.ndarray:
         """Accept ``[N, H, W]`` or ``[N, H*W]`` intensities in 0-255."""
         n = pixels.shape[0] if pixels.ndim else 0
-        if pixels.ndim not in (2, 3) or pixels[0].size != self.height * self.width:
+        # the exact shape, not just the count: 4x196 rows are no 28x28 digit
+        allowed = ((self.height, self.width), (self.height * self.width,))
+        if n == 0 or pixels.shape[1:] not in allowed:
             raise EncodingError(
                 field,
                 f"must hold {self.height}x{self.width} (or {self.height * self.width}) "
                 f"intensities per image, got shape {list(pixels.shape)}",
             )
-        values = pixels.astype(np.float32, copy=False)
-        if not np.isfinite(values).all():
+        # checked before the float32 cast, which would turn 1e300 into Infinity
+        if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
             raise EncodingError(field, "must not contain NaN or Infinity")
-        if values.min(initial=0.0) < 0 or values.max(initial=0.0) > 255:
+        if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
             raise EncodingError(field, "intensities must be between 0 and 255")
+        values = pixels.astype(np.float32, copy=False)
         return (values / self.scale).reshape([n, *self.input_shape])
 
 

@@ -52,6 +52,8 @@ class FeatureSpec:
     min_count: int = 10
     # extra strings that mean "missing" in this dataset (Adult uses "?")
     missing_markers: tuple[str, ...] = ()
+    # accepted and validated, but not fed to the network (e.g. a sampling weight)
+    ignored: bool = False
 
 
 @dataclass
@@ -93,6 +95,8 @@ class TabularPipeline:
         """Learn vocabularies and scaling from the *training split only*."""
         features: list[dict[str, Any]] = []
         for spec in specs:
+            if spec.ignored and spec.type != "numeric":
+                raise ValueError(f"{spec.name}: only numeric features can be ignored")
             values = list(columns[spec.name])
             present = [v for v in values if not _is_missing(v, spec.missing_markers)]
             allow_missing = len(present) < len(values)
@@ -102,6 +106,7 @@ class TabularPipeline:
                 "description": spec.description,
                 "allow_missing": allow_missing,
                 "missing_markers": list(spec.missing_markers),
+                "ignored": spec.ignored,
             }
             if spec.type == "numeric":
                 raw = np.asarray(present, dtype=np.float64)
@@ -155,6 +160,8 @@ class TabularPipeline:
         names: list[str] = []
         for f in features:
             n = f["name"]
+            if f.get("ignored"):
+                continue
             if f["type"] in ("numeric", "ordinal"):
                 names.append(n)
             else:
@@ -198,6 +205,8 @@ class TabularPipeline:
         return EncodedBatch(out, unknown)
 
     def _feature_width(self, f: Mapping[str, Any]) -> int:
+        if f.get("ignored"):
+            return 0
         if f["type"] in ("numeric", "ordinal"):
             width = 1
         else:
@@ -214,17 +223,21 @@ class TabularPipeline:
         name, kind = f["name"], f["type"]
         markers = f["missing_markers"]
         missing_col = block.shape[1] - 1
+        ignored = f.get("ignored", False)
         for i, value in enumerate(values):
             if _is_missing(value, markers):
                 if not f["allow_missing"]:
                     raise EncodingError(name, "is required and may not be missing", i)
-                block[i, missing_col] = 1.0
+                if not ignored:
+                    block[i, missing_col] = 1.0
                 continue
             if kind == "numeric":
                 try:
-                    block[i, 0] = self._scale(f, value)
+                    scaled = self._scale(f, value)
                 except EncodingError as exc:
                     raise exc.at(i) from None
+                if not ignored:
+                    block[i, 0] = scaled
             elif kind == "ordinal":
                 slot = self._slots[name].get(value.strip() if isinstance(value, str) else value)
                 if slot is None:

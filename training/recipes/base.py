@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,8 @@ class Recipe:
     batch_size: int = 128
     patience: int = 5
     learning_rate: float = 1e-3
-    extra: dict[str, Any] = field(default_factory=dict)
+    # when set, the learning rate drops 3x after this many epochs without a better val_loss
+    reduce_lr_patience: int | None = None
 
     @property
     def output(self) -> str:
