@@ -40,9 +40,9 @@ def build_mlp(input_shape: tuple[int, ...]) -> keras.Model:
         [
             keras.Input(shape=input_shape, name="pixels"),
             keras.layers.Dense(256, activation="relu"),
-            keras.layers.Dropout(0.2),
+            keras.layers.Dropout(0.3),
             keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dropout(0.2),
+            keras.layers.Dropout(0.3),
             keras.layers.Dense(10, activation="softmax"),
         ],
         name="digits_mlp",
@@ -83,12 +83,14 @@ _COMMON: dict[str, Any] = dict(  # noqa: C408 - keyword names read as Recipe's
 RECIPES = (
     Recipe(
         version=1,
-        architecture="784 -> Dense(256, relu) -> Dropout(0.2) -> Dense(128, relu) "
-        "-> Dropout(0.2) -> Dense(10, softmax)",
+        architecture="784 -> Dense(256, relu) -> Dropout(0.3) -> Dense(128, relu) "
+        "-> Dropout(0.3) -> Dense(10, softmax)",
         build=build_mlp,
         image_input_shape=(784,),
         max_epochs=40,
-        patience=4,
+        # chosen on validation loss: dropout 0.3 with LR drops 0.0686, dropout 0.2 0.0738
+        patience=5,
+        reduce_lr_patience=2,
         **_COMMON,
     ),
     Recipe(
