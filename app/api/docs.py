@@ -1,11 +1,13 @@
 """Swagger UI served from an installed package, so /docs works with no internet.
 
-FastAPI's default page loads Swagger UI from a CDN; ``swagger-ui-bundle`` ships the
-same static files, which are mounted here instead.
+FastAPI's default page loads Swagger UI from a CDN; ``fastapi-offline`` ships the same
+static files, which are mounted here instead. It must be Swagger UI 5: FastAPI writes
+OpenAPI 3.1, which Swagger UI 4 (``swagger-ui-bundle``) refuses to render at all.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,9 +21,10 @@ ASSETS = "/docs-assets"
 
 
 def install(app: FastAPI, schema_models: list[type[BaseModel]]) -> None:
-    from swagger_ui_bundle import swagger_ui_path
+    import fastapi_offline
 
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(ASSETS, StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
@@ -30,7 +33,7 @@ def install(app: FastAPI, schema_models: list[type[BaseModel]]) -> None:
             title=f"{app.title} - API docs",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
         )
 
     def openapi() -> dict[str, Any]:

@@ -92,32 +92,47 @@ def validate(adapter: TypeAdapter[Any], instances: list[Any], single: bool) -> l
         raise ClientError(422, summarise(detail), detail) from None
 
 
-def image_batch(instances: list[Any], single: bool) -> np.ndarray:
-    """Images straight to numpy: 784 numbers through Pydantic cost more than the model."""
+def image_batch(
+    instances: list[Any], single: bool, shape: tuple[int, int] = (28, 28)
+) -> np.ndarray:
+    """Images straight to numpy: 784 numbers through Pydantic cost more than the model.
+
+    Each image is checked for ``shape`` (or its flat form) here, so that a bad one in
+    a batch is named by its index.
+    """
+    allowed = (shape, (shape[0] * shape[1],))
     arrays = []
     for i, instance in enumerate(instances):
         where = "" if single else f"instances[{i}]"
-        if not isinstance(instance, dict) or set(instance) != {"image"}:
-            problem = "must be an object with exactly one field, image"
+        if not isinstance(instance, dict):
+            problem = "must be an object with one field, image"
             raise ClientError(
                 422,
                 f"{where or 'body'}: {problem}",
                 [{"field": where or "body", "problem": problem}],
             )
         field = f"{where}.image" if where else "image"
+        extra = sorted(set(instance) - {"image"})
+        if extra or "image" not in instance:
+            bad = f"{where}.{extra[0]}" if where and extra else (extra[0] if extra else field)
+            problem = "unexpected field" if extra else "Field required"
+            raise ClientError(422, f"{bad}: {problem}", [{"field": bad, "problem": problem}])
         try:
             array = np.asarray(instance["image"])
         except ValueError:
             array = np.asarray([], dtype=object)
-        if array.dtype.kind not in "iuf" or array.ndim not in (1, 2):
-            problem = "must be a 28x28 (or 784) array of numbers 0-255"
+        if array.dtype.kind not in "iuf" or array.shape not in allowed:
+            problem = f"must be a {shape[0]}x{shape[1]} (or {allowed[1][0]}) array of numbers 0-255"
+            if array.dtype.kind in "iuf":
+                problem += f", got shape {list(array.shape)}"
             raise ClientError(422, f"{field}: {problem}", [{"field": field, "problem": problem}])
-        arrays.append(array)
-    if len({a.shape for a in arrays}) > 1:
-        problem = "all images in one request must have the same shape"
-        raise ClientError(
-            422, f"instances: {problem}", [{"field": "instances", "problem": problem}]
-        )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            problem = "must not contain NaN or Infinity"
+            raise ClientError(422, f"{field}: {problem}", [{"field": field, "problem": problem}])
+        if array.min() < 0 or array.max() > 255:
+            problem = "intensities must be between 0 and 255"
+            raise ClientError(422, f"{field}: {problem}", [{"field": field, "problem": problem}])
+        arrays.append(array.reshape(shape))  # flat and square images may share a batch
     return np.stack(arrays)
 
 
@@ -232,7 +247,30 @@ def build_router(
 
     for name, card in cards.items():
         _add_model_routes(router, name, card, settings, schema_models)
+    _add_unknown_model_routes(router)
     return router, schema_models
+
+
+def _add_unknown_model_routes(router: APIRouter) -> None:
+    """Predict paths of models without routes answer a 404 that names the model.
+
+    Routes exist per model, so without these a typo in the model name got a bare
+    "Not Found". Registered last, they only see names no model route matched.
+    """
+    paths = (
+        "/models/{name}/predict",
+        "/models/{name}/versions/{version}/predict",
+        "/models/{name}/predict/image",
+        "/models/{name}/versions/{version}/predict/image",
+    )
+
+    async def unknown_model(request: Request, name: str, version: int | None = None) -> None:
+        model = plane(request).model(name, version)  # raises ModelNotFound for most names
+        what = "image uploads" if request.url.path.endswith("/image") else "this endpoint"
+        raise ModelNotFound(model.name, version, f"does not offer {what}")
+
+    for path in paths:
+        router.add_api_route(path, unknown_model, methods=["POST"], include_in_schema=False)
 
 
 def _add_model_routes(
@@ -246,6 +284,7 @@ def _add_model_routes(
     batch = request_model(card, instance, settings.max_instances)
     adapter: TypeAdapter[list[Any]] = TypeAdapter(list[instance])  # type: ignore[valid-type]
     image_model = card.inputs[0].type == "image"
+    height, width = card.inputs[0].shape or (28, 28)
     body_schema = {
         "requestBody": {
             "required": True,
@@ -278,7 +317,7 @@ def _add_model_routes(
         )
         try:
             if image_model:
-                encoded = model.preprocess_pixels(image_batch(instances, single))
+                encoded = model.preprocess_pixels(image_batch(instances, single, (height, width)))
             else:
                 records = validate(adapter, instances, single)
                 encoded = model.preprocess_records([r.__dict__ for r in records])

@@ -8,9 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from app.artifacts import InputField, ModelCard
+
+
+def _number_only(value: Any) -> Any:
+    """Reject booleans and strings before Pydantic's lax mode turns them into numbers:
+    ``true`` is not an age and ``"45"`` is not what the schema promises."""
+    if isinstance(value, bool | str):
+        kind = "a boolean" if isinstance(value, bool) else "a string"
+        raise PydanticCustomError(
+            "number_type", "Input should be a number, got {kind}", {"kind": kind}
+        )
+    return value
 
 
 def _field_type(field: InputField) -> tuple[Any, Any]:
@@ -27,7 +39,8 @@ def _field_type(field: InputField) -> tuple[Any, Any]:
             allow_inf_nan=False,
             description=description + seen,
         )
-        annotation: Any = Annotated[base, info]
+        # the Field must come first: after a validator its bounds leave the JSON schema
+        annotation: Any = Annotated[base, info, BeforeValidator(_number_only)]
     elif field.type == "ordinal":
         annotation = Literal[tuple(field.allowed or ())]
         annotation = Annotated[annotation, Field(description=f"{description} (ordered levels)")]

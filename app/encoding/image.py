@@ -81,12 +81,26 @@ def prepare_upload(data: bytes, max_pixels: int, field: str = "file") -> np.ndar
                     field,
                     f"has {img.width}x{img.height} pixels, more than the limit of {max_pixels}",
                 )
-            gray = np.asarray(img.convert("L"), dtype=np.float32)
+            gray = _as_on_paper(img)
     except EncodingError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise EncodingError(field, "is not a decodable PNG or JPEG image") from None
+    except Exception as exc:  # decoders fail in many ways on hostile bytes; all are the client's
         raise EncodingError(field, f"is not a decodable PNG or JPEG image ({exc})") from None
     return mnist_style(gray, field)
+
+
+def _as_on_paper(img: Any) -> np.ndarray:
+    """Grayscale as a person sees the picture: upright per its EXIF orientation, and
+    transparent areas (a drawing from a browser canvas) shown as white paper, not black."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.has_transparency_data:
+        paper = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(paper, img.convert("RGBA"))
+    return np.asarray(img.convert("L"), dtype=np.float32)
 
 
 def mnist_style(gray: np.ndarray, field: str = "file") -> np.ndarray:
@@ -118,7 +132,8 @@ def mnist_style(gray: np.ndarray, field: str = "file") -> np.ndarray:
     dx = round(SIDE / 2 - (xs * frame).sum() / total)
     frame = _shift(frame, dy, dx)
     peak = frame.max()
-    return np.clip(frame * (255.0 / peak), 0, 255).astype(np.uint8)
+    # rounded, not truncated: 254.99998 must become MNIST's full-intensity 255
+    return np.clip(np.rint(frame * (255.0 / peak)), 0, 255).astype(np.uint8)
 
 
 def _shift(frame: np.ndarray, dy: int, dx: int) -> np.ndarray:

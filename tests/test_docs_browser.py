@@ -1,0 +1,105 @@
+"""/docs in a real headless Chromium with no internet: Swagger UI loads from the
+service itself, and "Try it out" with the shown example gets a 200 with predictions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MODELS_DIR
+from tests.live_server import running_service
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def require_browser() -> None:
+    """Skip with a reason where no browser is installed; CI sets REQUIRE_BROWSER=1."""
+    missing = None
+    if not CHROMIUM.exists():
+        missing = f"{CHROMIUM} is not installed (apt-get install -y chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "playwright for Python is not installed"
+    if missing is None:
+        return
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{missing}, but REQUIRE_BROWSER=1")
+    pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    require_browser()
+    with running_service(MODELS_DIR) as url:
+        yield url
+
+
+@pytest.fixture
+def page(base_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A fresh Chromium profile whose requests may reach only the service."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        outside: list[str] = []
+
+        def only_the_service(route: Any) -> None:
+            url = route.request.url
+            if url.startswith(base_url) or url.startswith("data:"):
+                route.continue_()
+            else:
+                outside.append(url)
+                route.abort()
+
+        context.route("**/*", only_the_service)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+        assert outside == [], f"/docs tried to load from outside the service: {outside}"
+
+
+def test_try_it_out_on_iris_predict(page: Any, base_url: str) -> None:
+    page.set_default_timeout(30_000)
+    page.goto(f"{base_url}/docs")
+    operation = page.locator("#operations-models-predict_iris")
+    operation.locator(".opblock-summary").click()
+    assert "POST" in operation.locator(".opblock-summary-method").inner_text()
+    assert "/models/iris/predict" in operation.locator(".opblock-summary-path").inner_text()
+
+    operation.get_by_role("button", name="Try it out").click()
+    editor = operation.locator("textarea.body-param__text")
+    assert "sepal_length" in editor.input_value()  # the card's example is prefilled
+    operation.get_by_role("button", name="Execute").click()
+
+    response = operation.locator(".live-responses-table .response")
+    status = response.locator(".response-col_status")
+    status.wait_for()
+    assert status.inner_text().strip() == "200"
+    body = response.locator(".response-col_description pre").first.inner_text()
+    assert '"predictions"' in body
+    assert '"model": "iris"' in body
+    assert any(species in body for species in ("setosa", "versicolor", "virginica"))
