@@ -9,46 +9,61 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import docs, errors, health, native
+from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
 from app.api.body import BodyLimitMiddleware
 from app.api.responses import FastJSONResponse
-from app.artifacts import ModelCard, read_card, version_dirs
+from app.api.timeout import TimeoutMiddleware
+from app.artifacts import ModelCard, version_dirs
+from app.devices import log_devices
+from app.observability.metrics import Metrics
+from app.observability.middleware import ObservabilityMiddleware
 from app.runtimes import resolve
 from app.serving.dataplane import DataPlane
+from app.serving.model import ArtifactError, read_description
 from app.serving.repository import ModelRepository
+from app.serving.watcher import watch
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
 
 
 def latest_cards(settings: Settings) -> dict[str, ModelCard]:
-    """The newest readable card per model: it defines the model's request schema."""
+    """The newest consistent card per model: it defines the model's request schema."""
     cards: dict[str, ModelCard] = {}
     for name, version, path in version_dirs(settings.models_dir):
         try:
-            cards[name] = read_card(path)
-        except (OSError, ValueError) as exc:
-            log.warning("model %s v%s: unreadable model card (%s)", name, version, exc)
+            cards[name] = read_description(path)[0]
+        except (OSError, ArtifactError) as exc:
+            log.warning("model %s v%s: not describing its schema (%s)", name, version, exc)
     return cards
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = resolve(settings.runtime)
         repository = ModelRepository(settings.models_dir, runtime, settings.runtime_threads)
+        dataplane = DataPlane(repository, settings, metrics)
         log.info("loading models from %s with the %s runtime", settings.models_dir, runtime)
+        log_devices(runtime)  # what TF/ONNX Runtime see; each model logs its own device
         await anyio.to_thread.run_sync(repository.load_all)
-        app.state.dataplane = DataPlane(repository, settings)
+        app.state.dataplane = dataplane
         log.info("ready: %d model versions serving", sum(1 for s in repository.states() if s.model))
-        try:
-            yield
-        finally:
-            app.state.dataplane.close()
+        async with anyio.create_task_group() as background:
+            if settings.watch_interval_s > 0:
+                background.start_soon(watch, repository, settings.watch_interval_s)
+            try:
+                yield
+            finally:
+                app.state.draining = True
+                background.cancel_scope.cancel()
+        dataplane.close()
 
     app = FastAPI(
         title="keras-serve",
@@ -61,12 +76,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=FastJSONResponse,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     router, schema_models = native.build_router(latest_cards(settings), settings)
     app.include_router(health.router)
+    app.include_router(monitoring.router)
     app.include_router(router)
+    app.include_router(v2.router)
+    app.include_router(tfserving.router)
+    from app.playground import router as playground  # the page at /, public API only
+
+    app.include_router(playground)
+    if settings.admin_token is not None:
+        app.include_router(admin.build_router(settings.admin_token.get_secret_value()))
     errors.install(app)
     docs.install(app, schema_models)
+    # the last added middleware runs first: ids and metrics wrap everything else
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
     return app
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.runtimes import RuntimeChoice
@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(False, description="one JSON object per log line")
+    drain_seconds: float = Field(
+        20.0, ge=0, description="on SIGTERM, how long in-flight requests may take to finish"
+    )
 
     runtime: RuntimeChoice = Field(
         "auto", description="auto = ONNX Runtime on CPU, TensorFlow on a GPU"
@@ -33,6 +36,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body size")
     max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="uploaded image size")
     max_image_pixels: int = Field(16_000_000, ge=784, description="uploaded image width*height")
+
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="a request still running after this gets a 504"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS; empty = CORS off"
+    )
+    access_log: bool = Field(True, description="one log line per request")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token for /admin; unset = admin endpoints absent"
+    )
+    watch_interval_s: float = Field(
+        5.0, ge=0, description="poll the models directory for new versions; 0 = off"
+    )
 
     batching: bool = Field(True, description="merge concurrent requests into one runtime call")
     max_batch_size: int = Field(64, ge=1, description="instances per merged runtime call")

@@ -37,6 +37,44 @@ class Prediction:
     unknown_categories: list[str] = field(default_factory=list)
 
 
+def read_description(version_dir: Path) -> tuple[ModelCard, Pipeline]:
+    """The card and pipeline of a version, checked against each other and the path.
+
+    Cheap (two JSON files), so the app also uses it to pick the card whose request
+    schema it documents, before any model is loaded.
+    """
+    try:
+        card = read_card(version_dir)
+    except FileNotFoundError:
+        raise ArtifactError("model_card.json is missing") from None
+    except ValueError as exc:
+        raise ArtifactError(f"model_card.json is invalid: {exc}") from None
+    if (card.name, str(card.version)) != (version_dir.parent.name, version_dir.name):
+        raise ArtifactError(
+            f"model card says {card.name} v{card.version}, but it lies in "
+            f"{version_dir.parent.name}/{version_dir.name}"
+        )
+    try:
+        pipeline = load_pipeline(version_dir / PIPELINE_FILE)
+    except FileNotFoundError:
+        raise ArtifactError(f"{PIPELINE_FILE} is missing") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{PIPELINE_FILE} is invalid: {exc}") from None
+    _check_card_matches(card, pipeline)
+    return card, pipeline
+
+
+def _check_card_matches(card: ModelCard, pipeline: Pipeline) -> None:
+    if isinstance(pipeline, TabularPipeline):
+        declared = [f.name for f in card.inputs]
+        if declared != pipeline.feature_names:
+            raise ArtifactError(
+                f"model card inputs {declared} do not match the pipeline's {pipeline.feature_names}"
+            )
+    elif [f.type for f in card.inputs] != ["image"]:
+        raise ArtifactError("model card does not describe an image input")
+
+
 class ServedModel:
     def __init__(
         self, path: Path, card: ModelCard, pipeline: Pipeline, runtime: InferenceRuntime
@@ -60,24 +98,7 @@ class ServedModel:
     ) -> ServedModel:
         """Read, cross-check and warm up one version; raise with a clear reason."""
         started = time.perf_counter()
-        try:
-            card = read_card(version_dir)
-        except FileNotFoundError:
-            raise ArtifactError("model_card.json is missing") from None
-        except ValueError as exc:
-            raise ArtifactError(f"model_card.json is invalid: {exc}") from None
-        if (card.name, str(card.version)) != (version_dir.parent.name, version_dir.name):
-            raise ArtifactError(
-                f"model card says {card.name} v{card.version}, but it lies in "
-                f"{version_dir.parent.name}/{version_dir.name}"
-            )
-        try:
-            pipeline = load_pipeline(version_dir / PIPELINE_FILE)
-        except FileNotFoundError:
-            raise ArtifactError(f"{PIPELINE_FILE} is missing") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{PIPELINE_FILE} is invalid: {exc}") from None
-        cls._check_card_matches(card, pipeline)
+        card, pipeline = read_description(version_dir)
         try:
             engine = open_runtime(runtime, version_dir, threads)
         except RuntimeLoadError as exc:
@@ -86,18 +107,6 @@ class ServedModel:
         model.warm_up()
         model.load_seconds = time.perf_counter() - started
         return model
-
-    @staticmethod
-    def _check_card_matches(card: ModelCard, pipeline: Pipeline) -> None:
-        if isinstance(pipeline, TabularPipeline):
-            declared = [f.name for f in card.inputs]
-            if declared != pipeline.feature_names:
-                raise ArtifactError(
-                    f"model card inputs {declared} do not match the pipeline's "
-                    f"{pipeline.feature_names}"
-                )
-        elif [f.type for f in card.inputs] != ["image"]:
-            raise ArtifactError("model card does not describe an image input")
 
     def warm_up(self) -> None:
         """One real prediction on the card's example, so the first client isn't slow."""
