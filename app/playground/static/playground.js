@@ -1,0 +1,973 @@
+/* keras-serve playground: plain JavaScript, no dependencies, public API only.
+ *
+ * GET  models                                  the models and their versions
+ * GET  models/{name}/versions/{v}              metadata: inputs, classes, metrics, card
+ * GET  models/{name}/versions/{v}/history.png  the training history plot
+ * POST models/{name}/versions/{v}/predict      one instance -> probabilities
+ * POST models/digits/versions/{v}/predict/image  an uploaded PNG/JPEG
+ *
+ * URLs are relative, so the page also works behind a path prefix.
+ */
+"use strict";
+
+(function () {
+  const MISSING = "__missing__";
+  const DIGIT_BOX = 20; // MNIST: the digit fits in 20x20 ...
+  const SIDE = 28; //        ... centred by mass in 28x28
+  const PEN_WIDTH = 20; // canvas pixels on a 280-pixel pad: about 2 pixels at 28x28
+
+  // ---------------------------------------------------------------- helpers
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function request(url, options) {
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (err) {
+      throw new ApiError(0, "the service could not be reached");
+    }
+    const text = await response.text();
+    let body = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch (err) {
+      body = null;
+    }
+    if (!response.ok) {
+      const message = body && body.error ? body.error : "HTTP " + response.status;
+      throw new ApiError(response.status, message);
+    }
+    return body;
+  }
+
+  function getJSON(url) {
+    return request(url, { headers: { Accept: "application/json" } });
+  }
+
+  function postJSON(url, data) {
+    return request(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(data),
+    });
+  }
+
+  function postFile(url, file) {
+    const form = new FormData();
+    form.append("file", file, file.name || "digit.png");
+    return request(url, { method: "POST", headers: { Accept: "application/json" }, body: form });
+  }
+
+  /** Build an element; strings become text nodes (never HTML). */
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "className") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function percent(p) {
+    return (p * 100).toFixed(2) + " %";
+  }
+
+  function number(value, digits) {
+    if (typeof value !== "number") return "–";
+    return value.toLocaleString("en", { maximumFractionDigits: digits });
+  }
+
+  function pretty(name) {
+    return name.replace(/_/g, " ");
+  }
+
+  /** Run fn after `wait` ms of quiet, but at least every `maxWait` ms while calls keep coming. */
+  function debounce(fn, wait, maxWait) {
+    let timer = null;
+    let first = 0;
+    const run = () => {
+      clearTimeout(timer);
+      timer = null;
+      first = 0;
+      fn();
+    };
+    const call = () => {
+      const now = Date.now();
+      if (!first) first = now;
+      clearTimeout(timer);
+      const left = maxWait ? Math.max(0, Math.min(wait, first + maxWait - now)) : wait;
+      timer = setTimeout(run, left);
+    };
+    call.flush = () => {
+      if (timer !== null) run();
+    };
+    call.cancel = () => {
+      clearTimeout(timer);
+      timer = null;
+      first = 0;
+    };
+    return call;
+  }
+
+  function kindOf(card) {
+    const arch = (card && card.architecture) || "";
+    if (/conv/i.test(arch)) return "CNN";
+    if (/dense/i.test(arch)) return "MLP";
+    return "";
+  }
+
+  // ---------------------------------------------------------------- bar chart
+
+  /** Probabilities as bars; the rows are built once per class list and then updated. */
+  class Bars {
+    constructor(container) {
+      this.container = container;
+      // ten narrow columns get whole percents; the exact value is in the title and data-probability
+      this.compact = container.classList.contains("vertical");
+      this.rows = new Map();
+      this.key = "";
+    }
+
+    setClasses(classes) {
+      const key = classes.join("\u0000");
+      if (key === this.key) return;
+      this.key = key;
+      this.rows.clear();
+      this.container.replaceChildren();
+      for (const name of classes) {
+        const fill = h("span", { className: "bar-fill" });
+        const value = h("span", { className: "bar-value", text: "" });
+        const row = h(
+          "div",
+          { className: "bar", "data-class": name },
+          h("span", { className: "bar-name", text: name }),
+          h("span", { className: "bar-track" }, fill),
+          value,
+        );
+        this.container.append(row);
+        this.rows.set(name, { row, fill, value });
+      }
+    }
+
+    show(probabilities, label) {
+      for (const [name, parts] of this.rows) {
+        const p = probabilities[name];
+        const known = typeof p === "number";
+        parts.row.dataset.probability = known ? String(p) : "";
+        parts.row.classList.toggle("top", name === label);
+        parts.fill.style.setProperty("--p", known ? String(p) : "0");
+        parts.value.textContent = !known ? "" : this.compact ? Math.round(p * 100) + "%" : percent(p);
+        parts.row.title = known ? name + ": " + p : name;
+      }
+    }
+
+    reset() {
+      this.show({}, null);
+    }
+  }
+
+  // ---------------------------------------------------------------- prediction display
+
+  class Answer {
+    constructor(root) {
+      this.root = root;
+      this.prediction = root.querySelector(".prediction");
+      this.confidence = root.querySelector(".confidence");
+      this.error = root.querySelector(".error");
+      this.note = root.querySelector(".note");
+      this.bars = new Bars(root.querySelector(".bars"));
+      this.seq = 0;
+    }
+
+    /** A token for one request: answers to older requests are dropped. */
+    next() {
+      this.seq += 1;
+      this.root.classList.add("busy");
+      return this.seq;
+    }
+
+    current(token) {
+      return token === this.seq;
+    }
+
+    show(token, body, classes) {
+      if (!this.current(token)) return;
+      const result = body.predictions[0];
+      this.root.classList.remove("busy");
+      this.error.hidden = true;
+      this.bars.setClasses(classes);
+      this.bars.show(result.probabilities, result.label);
+      this.prediction.textContent = result.label;
+      this.prediction.dataset.version = String(body.version);
+      this.confidence.textContent = percent(result.probabilities[result.label]) + " · v" + body.version;
+      if (this.note) {
+        const unknown = result.unknown_categories || [];
+        this.note.hidden = unknown.length === 0;
+        this.note.textContent = unknown.length
+          ? "Values the model never saw in: " + unknown.join(", ")
+          : "";
+      }
+      this.root.dataset.state = "answered";
+    }
+
+    fail(token, message) {
+      if (token !== undefined && !this.current(token)) return;
+      this.root.classList.remove("busy");
+      this.error.hidden = false;
+      this.error.textContent = message;
+      this.root.dataset.state = "error";
+    }
+
+    clear(message) {
+      this.seq += 1; // answers in flight are now stale
+      this.root.classList.remove("busy");
+      this.error.hidden = true;
+      this.prediction.textContent = "–";
+      this.confidence.textContent = message || "";
+      this.bars.reset();
+      this.root.dataset.state = "empty";
+    }
+  }
+
+  // ---------------------------------------------------------------- MNIST-style input
+
+  function sinc(x) {
+    if (x === 0) return 1;
+    const a = Math.PI * x;
+    return Math.sin(a) / a;
+  }
+
+  /**
+   * Column (or row) weights of a Lanczos-3 resize from `from` to `to` samples, the
+   * filter (and the arithmetic) Pillow's Image.resize(LANCZOS) uses, so that a drawing
+   * sent as JSON is prepared as the image endpoint prepares an upload.
+   */
+  function lanczosWeights(from, to) {
+    const scale = from / to;
+    const filterScale = Math.max(scale, 1);
+    const support = 3 * filterScale;
+    const weights = [];
+    for (let d = 0; d < to; d++) {
+      const center = (d + 0.5) * scale;
+      const lo = Math.max(0, Math.trunc(center - support + 0.5));
+      const hi = Math.min(from, Math.trunc(center + support + 0.5));
+      const list = [];
+      let total = 0;
+      for (let s = lo; s < hi; s++) {
+        const x = (s - center + 0.5) / filterScale;
+        const w = Math.abs(x) < 3 ? sinc(x) * sinc(x / 3) : 0;
+        list.push([s, w]);
+        total += w;
+      }
+      if (total !== 0) for (const pair of list) pair[1] /= total;
+      weights.push(list);
+    }
+    return weights;
+  }
+
+  /** 8-bit like Pillow: every pass rounds and clips to 0-255. */
+  function byte(v) {
+    return Math.min(255, Math.max(0, Math.round(v)));
+  }
+
+  /** Resize a `w` x `h` grayscale crop to `tw` x `th`: horizontal pass, then vertical. */
+  function resize(gray, w, h, tw, th) {
+    const cols = lanczosWeights(w, tw);
+    const rows = lanczosWeights(h, th);
+    const across = new Float32Array(h * tw);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < tw; x++) {
+        let sum = 0;
+        for (const [s, weight] of cols[x]) sum += gray[y * w + s] * weight;
+        across[y * tw + x] = byte(sum);
+      }
+    }
+    const out = new Float32Array(th * tw);
+    for (let y = 0; y < th; y++) {
+      for (let x = 0; x < tw; x++) {
+        let sum = 0;
+        for (const [s, weight] of rows[y]) sum += across[s * tw + x] * weight;
+        out[y * tw + x] = byte(sum);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The drawing as MNIST digits were made (LeCun et al.), the same steps the
+   * image endpoint applies to uploads: crop to the ink, fit into 20x20 keeping
+   * the aspect ratio, centre by centre of mass in 28x28, white on black, 0-255.
+   * Returns 28 rows of 28 integers, or null when nothing is drawn.
+   */
+  function mnistImage(imageData) {
+    const { width, height, data } = imageData;
+    const gray = new Float32Array(width * height);
+    let max = 0;
+    for (let i = 0; i < gray.length; i++) {
+      gray[i] = data[i * 4]; // white ink on black: the red channel is the intensity
+      if (gray[i] > max) max = gray[i];
+    }
+    if (max < 30) return null;
+    const threshold = 0.2 * max;
+    let x0 = width;
+    let y0 = height;
+    let x1 = -1;
+    let y1 = -1;
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        if (gray[y * width + x] > threshold) {
+          if (x < x0) x0 = x;
+          if (x > x1) x1 = x;
+          if (y < y0) y0 = y;
+          if (y > y1) y1 = y;
+        }
+      }
+    }
+    if (x1 < 0) return null;
+    const cw = x1 - x0 + 1;
+    const ch = y1 - y0 + 1;
+    const crop = new Float32Array(cw * ch);
+    for (let y = 0; y < ch; y++) {
+      for (let x = 0; x < cw; x++) crop[y * cw + x] = gray[(y0 + y) * width + x0 + x];
+    }
+    const factor = DIGIT_BOX / Math.max(cw, ch);
+    const tw = Math.max(1, Math.round(cw * factor));
+    const th = Math.max(1, Math.round(ch * factor));
+    const small = resize(crop, cw, ch, tw, th);
+
+    const frame = new Float32Array(SIDE * SIDE);
+    const top = Math.floor((SIDE - th) / 2);
+    const left = Math.floor((SIDE - tw) / 2);
+    let total = 0;
+    let my = 0;
+    let mx = 0;
+    for (let y = 0; y < th; y++) {
+      for (let x = 0; x < tw; x++) {
+        const v = small[y * tw + x];
+        frame[(top + y) * SIDE + left + x] = v;
+        total += v;
+        my += (top + y) * v;
+        mx += (left + x) * v;
+      }
+    }
+    if (total <= 0) return null;
+    const dy = Math.round(SIDE / 2 - my / total);
+    const dx = Math.round(SIDE / 2 - mx / total);
+
+    let peak = 0;
+    const rows = [];
+    for (let y = 0; y < SIDE; y++) {
+      const row = new Array(SIDE).fill(0);
+      const sy = y - dy;
+      if (sy >= 0 && sy < SIDE) {
+        for (let x = 0; x < SIDE; x++) {
+          const sx = x - dx;
+          if (sx >= 0 && sx < SIDE) row[x] = frame[sy * SIDE + sx];
+        }
+      }
+      for (const v of row) if (v > peak) peak = v;
+      rows.push(row);
+    }
+    const scale = peak > 0 ? 255 / peak : 0;
+    // truncated, as numpy's astype(uint8) does on the server
+    return rows.map((row) => row.map((v) => Math.floor(Math.min(255, Math.max(0, v * scale)))));
+  }
+
+  // ---------------------------------------------------------------- one model
+
+  class ModelView {
+    constructor(summary) {
+      this.name = summary.name;
+      this.summary = summary;
+      this.versions = new Map(); // version -> metadata
+      this.version = null;
+
+      const fragment = document.getElementById("model-template").content.cloneNode(true);
+      this.section = fragment.querySelector(".model");
+      this.section.id = "model-" + this.name;
+      this.section.dataset.model = this.name;
+      this.select = this.section.querySelector(".version-select");
+      this.select.id = this.name + "-version";
+      this.select.addEventListener("change", () => this.choose(Number(this.select.value)));
+      this.play = this.section.querySelector(".play");
+    }
+
+    async load() {
+      const serving = this.summary.versions.filter((v) => v.status === "AVAILABLE");
+      const title = this.section.querySelector(".model-title");
+      title.replaceChildren(this.name);
+      if (this.summary.default_version === null || serving.length === 0) {
+        this.section.querySelector(".serving").textContent = "No version is serving right now.";
+        this.select.disabled = true;
+        this.section.querySelector(".card").hidden = true;
+        return;
+      }
+      const found = await Promise.all(
+        serving.map((v) => getJSON(this.url(v.version)).catch(() => null)),
+      );
+      for (const meta of found) if (meta && meta.card) this.versions.set(meta.version, meta);
+      this.select.replaceChildren();
+      for (const info of this.summary.versions) {
+        const meta = this.versions.get(info.version);
+        const kind = meta ? kindOf(meta.card) : "";
+        let text = String(info.version) + (kind ? " (" + kind + ")" : "");
+        if (info.version === this.summary.default_version) text += " · default";
+        if (!meta) text += " · " + info.status.toLowerCase();
+        this.select.append(
+          h("option", { value: info.version, disabled: !meta, text: text }),
+        );
+      }
+      const first = this.versions.has(this.summary.default_version)
+        ? this.summary.default_version
+        : Math.max(...this.versions.keys());
+      this.select.value = String(first);
+      this.choose(first);
+    }
+
+    url(version, rest) {
+      return (
+        "models/" + encodeURIComponent(this.name) + "/versions/" + version + (rest ? "/" + rest : "")
+      );
+    }
+
+    choose(version) {
+      const meta = this.versions.get(version);
+      if (!meta) return;
+      const previous = this.version;
+      this.version = version;
+      this.meta = meta;
+      this.section.dataset.version = String(version);
+      this.renderHeader();
+      renderCard(this.section.querySelector(".card-body"), meta, this.url(version, "history.png"));
+      if (!this.playground) {
+        const image = meta.inputs.length > 0 && meta.inputs[0].type === "image";
+        this.playground = image ? new DigitsPlayground(this) : new FormPlayground(this);
+        this.play.append(this.playground.root);
+      }
+      this.playground.update(meta, previous !== null);
+    }
+
+    renderHeader() {
+      const meta = this.meta;
+      const title = this.section.querySelector(".model-title");
+      title.replaceChildren(meta.title || this.name, " ", h("code", { text: this.name }));
+      this.section.querySelector(".model-description").textContent = meta.description || "";
+      const info = meta.versions.find((v) => v.version === this.version) || {};
+      const where = [info.runtime, info.device].filter(Boolean).join(" on ");
+      const serving = this.section.querySelector(".serving");
+      const pinned =
+        this.version === meta.default_version
+          ? "the default: requests without a version get it"
+          : "pinned; the default is v" + meta.default_version;
+      serving.replaceChildren(
+        h("strong", { className: "serving-version", text: "Serving v" + this.version }),
+        " · " + (info.status || "").toLowerCase(),
+        where ? " · " + where : "",
+        h("br"),
+        h("small", { text: pinned }),
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- model card
+
+  function renderCard(body, meta, historyUrl) {
+    const card = meta.card || {};
+    const metrics = meta.metrics || {};
+    const test = metrics.test || {};
+    const base = metrics.baseline || {};
+
+    const facts = [
+      ["Parameters", number(card.parameters, 0)],
+      ["Architecture", card.architecture || "–"],
+      ["Task", card.task ? card.task + " · " + (meta.classes || []).length + " classes" : "–"],
+      ["Epochs run", number(card.epochs_run, 0)],
+      ["Test rows", number(test.rows, 0)],
+      ["Trained", card.created ? card.created.slice(0, 10) : "–"],
+    ];
+    const dl = body.querySelector(".facts");
+    dl.replaceChildren();
+    for (const [name, value] of facts) {
+      dl.append(
+        h("div", { "data-fact": name.toLowerCase().replace(/ /g, "-") }, h("dt", { text: name }), h("dd", { text: value })),
+      );
+    }
+
+    const table = body.querySelector(".metrics");
+    const rows = [
+      ["Accuracy", "accuracy", true],
+      ["ROC AUC", "roc_auc", true],
+      ["Log loss", "loss", false],
+    ];
+    table.replaceChildren(
+      h(
+        "thead",
+        null,
+        h("tr", null, h("th", { text: "Metric" }), h("th", { text: "Model" }), h("th", { text: "Baseline" }), h("th", { text: "Δ" })),
+      ),
+    );
+    const tbody = h("tbody");
+    for (const [label, key, higher] of rows) {
+      const a = test[key];
+      const b = base[key];
+      if (typeof a !== "number") continue;
+      let delta = "";
+      let better = null;
+      if (typeof b === "number") {
+        const d = a - b;
+        delta = (d >= 0 ? "+" : "−") + Math.abs(d).toFixed(4);
+        better = higher ? d >= 0 : d <= 0;
+      }
+      tbody.append(
+        h(
+          "tr",
+          { "data-metric": key },
+          h("th", { scope: "row", text: label }),
+          h("td", { className: "model-value", text: a.toFixed(4) }),
+          h("td", { className: "baseline-value", text: typeof b === "number" ? b.toFixed(4) : "–" }),
+          h("td", { className: better === null ? "" : better ? "better" : "worse", text: delta }),
+        ),
+      );
+    }
+    table.append(tbody);
+    body.querySelector(".baseline-note").textContent = card.baseline
+      ? "Baseline: " + card.baseline + ", scored on the same test set."
+      : "";
+
+    renderMatrix(body.querySelector(".matrix"), test.confusion_matrix, meta.classes || []);
+
+    const img = body.querySelector(".history");
+    const link = body.querySelector(".history-link");
+    link.hidden = false;
+    img.onerror = () => {
+      link.hidden = true;
+    };
+    img.src = historyUrl;
+    link.href = historyUrl;
+  }
+
+  function renderMatrix(table, matrix, classes) {
+    table.replaceChildren();
+    if (!Array.isArray(matrix) || matrix.length === 0) {
+      table.append(h("tbody", null, h("tr", null, h("td", { text: "not recorded" }))));
+      return;
+    }
+    const names = classes.length === matrix.length ? classes : matrix.map((_, i) => String(i));
+    table.append(
+      h(
+        "thead",
+        null,
+        h("tr", null, h("th", { className: "corner", title: "rows: true class, columns: predicted class", "aria-label": "true class by predicted class" }), names.map((n) => h("th", { scope: "col", text: n }))),
+      ),
+    );
+    const tbody = h("tbody");
+    matrix.forEach((row, i) => {
+      const total = row.reduce((s, v) => s + v, 0) || 1;
+      tbody.append(
+        h(
+          "tr",
+          null,
+          h("th", { scope: "row", text: names[i] }),
+          row.map((count, j) => {
+            const cell = h("td", { className: i === j ? "hit" : count ? "miss" : "", text: count, title: names[i] + " predicted as " + names[j] + ": " + count });
+            cell.style.setProperty("--share", String(count / total));
+            return cell;
+          }),
+        ),
+      );
+    });
+    table.append(tbody);
+  }
+
+  // ---------------------------------------------------------------- digits
+
+  class DigitsPlayground {
+    constructor(view) {
+      this.view = view;
+      this.root = document.getElementById("image-template").content.firstElementChild.cloneNode(true);
+      this.canvas = this.root.querySelector(".draw");
+      this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
+      this.preview = this.root.querySelector(".input28");
+      this.answer = new Answer(this.root.querySelector(".answer"));
+      this.uploadPreview = this.root.querySelector(".upload-preview");
+      this.file = this.root.querySelector(".file");
+      this.file.id = view.name + "-file";
+      this.source = null; // "drawing" or a File
+      this.drawing = false;
+      this.last = null;
+      this.objectUrl = null;
+      this.predictSoon = debounce(() => this.predict(), 150, 400);
+
+      this.root.querySelector(".clear").addEventListener("click", () => this.clear());
+      this.file.addEventListener("change", () => {
+        const file = this.file.files && this.file.files[0];
+        if (file) this.upload(file);
+        this.file.value = "";
+      });
+      this.bindPointer();
+      this.blank();
+    }
+
+    update(meta, versionChanged) {
+      this.meta = meta;
+      this.answer.bars.setClasses(meta.classes);
+      if (!versionChanged || this.source === null) {
+        if (this.source === null) this.answer.clear("Draw a digit to see what the model thinks.");
+        return;
+      }
+      if (this.source === "drawing") this.predict();
+      else this.upload(this.source);
+    }
+
+    blank() {
+      const ctx = this.ctx;
+      ctx.fillStyle = "#000";
+      ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+      const small = this.preview.getContext("2d");
+      small.fillStyle = "#000";
+      small.fillRect(0, 0, SIDE, SIDE);
+    }
+
+    clear() {
+      this.predictSoon.cancel();
+      this.source = null;
+      this.blank();
+      this.showUpload(null);
+      this.answer.clear("Draw a digit to see what the model thinks.");
+    }
+
+    point(event) {
+      const rect = this.canvas.getBoundingClientRect();
+      return {
+        x: ((event.clientX - rect.left) * this.canvas.width) / rect.width,
+        y: ((event.clientY - rect.top) * this.canvas.height) / rect.height,
+      };
+    }
+
+    stroke(from, to) {
+      const ctx = this.ctx;
+      ctx.strokeStyle = "#fff";
+      ctx.fillStyle = "#fff";
+      ctx.lineWidth = PEN_WIDTH;
+      ctx.lineCap = "round";
+      ctx.lineJoin = "round";
+      if (!from) {
+        ctx.beginPath();
+        ctx.arc(to.x, to.y, PEN_WIDTH / 2, 0, Math.PI * 2);
+        ctx.fill();
+        return;
+      }
+      ctx.beginPath();
+      ctx.moveTo(from.x, from.y);
+      ctx.lineTo(to.x, to.y);
+      ctx.stroke();
+    }
+
+    bindPointer() {
+      const canvas = this.canvas;
+      canvas.addEventListener("pointerdown", (event) => {
+        if (event.button !== 0 || this.drawing) return; // one pen, one finger at a time
+        event.preventDefault();
+        canvas.setPointerCapture(event.pointerId);
+        if (this.source !== "drawing") {
+          this.blank(); // a new drawing replaces an uploaded image
+          this.showUpload(null);
+        }
+        this.source = "drawing";
+        this.drawing = true;
+        this.pointer = event.pointerId;
+        this.last = this.point(event);
+        this.stroke(null, this.last);
+        this.predictSoon();
+      });
+      canvas.addEventListener("pointermove", (event) => {
+        if (!this.drawing || event.pointerId !== this.pointer) return;
+        event.preventDefault();
+        const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+        for (const e of events.length ? events : [event]) {
+          const p = this.point(e);
+          this.stroke(this.last, p);
+          this.last = p;
+        }
+        this.predictSoon();
+      });
+      const end = (event) => {
+        if (!this.drawing || event.pointerId !== this.pointer) return;
+        this.drawing = false;
+        this.last = null;
+        if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
+        this.predictSoon.flush();
+      };
+      canvas.addEventListener("pointerup", end);
+      canvas.addEventListener("pointercancel", end);
+    }
+
+    async predict() {
+      if (this.source !== "drawing" || this.view.version === null) return;
+      const image = mnistImage(this.ctx.getImageData(0, 0, this.canvas.width, this.canvas.height));
+      if (!image) {
+        this.answer.clear("Draw a digit to see what the model thinks.");
+        return;
+      }
+      this.showInput(image);
+      const version = this.view.version;
+      const token = this.answer.next();
+      try {
+        const body = await postJSON(this.view.url(version, "predict"), { image: image });
+        this.answer.show(token, body, this.meta.classes);
+      } catch (err) {
+        this.answer.fail(token, err.message);
+      }
+    }
+
+    async upload(file) {
+      this.predictSoon.cancel();
+      this.source = file;
+      this.blank();
+      this.showUpload(file);
+      const token = this.answer.next();
+      try {
+        const body = await postFile(this.view.url(this.view.version, "predict/image"), file);
+        this.answer.show(token, body, this.meta.classes);
+      } catch (err) {
+        this.answer.fail(token, err.message);
+      }
+    }
+
+    showInput(image) {
+      const small = this.preview.getContext("2d");
+      const data = small.createImageData(SIDE, SIDE);
+      image.forEach((row, y) =>
+        row.forEach((v, x) => {
+          const i = (y * SIDE + x) * 4;
+          data.data[i] = data.data[i + 1] = data.data[i + 2] = v;
+          data.data[i + 3] = 255;
+        }),
+      );
+      small.putImageData(data, 0, 0);
+    }
+
+    showUpload(file) {
+      if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
+      this.objectUrl = file ? URL.createObjectURL(file) : null;
+      this.uploadPreview.hidden = !file;
+      const img = this.uploadPreview.querySelector("img");
+      if (file) img.src = this.objectUrl;
+      else img.removeAttribute("src");
+    }
+  }
+
+  // ---------------------------------------------------------------- forms
+
+  class FormPlayground {
+    constructor(view) {
+      this.view = view;
+      this.root = document.getElementById("form-template").content.firstElementChild.cloneNode(true);
+      this.form = this.root.querySelector("form");
+      this.fields = this.root.querySelector(".fields");
+      this.answer = new Answer(this.root.querySelector(".answer"));
+      this.inputsKey = "";
+      this.predictSoon = debounce(() => this.predict(), 300, 0);
+      this.form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        this.predictSoon.cancel();
+        this.predict();
+      });
+      this.form.addEventListener("input", () => this.predictSoon());
+      this.form.addEventListener("change", () => this.predictSoon());
+      this.root.querySelector(".reset").addEventListener("click", () => {
+        this.fill(this.meta.card.example || {});
+        this.predict();
+      });
+    }
+
+    update(meta) {
+      this.meta = meta;
+      const key = JSON.stringify(meta.inputs);
+      if (key !== this.inputsKey) {
+        // another version with other inputs: keep what was typed where the names match
+        const values = this.inputsKey ? this.snapshot() : meta.card.example || {};
+        this.inputsKey = key;
+        this.build(meta.inputs);
+        this.fill(values);
+      }
+      this.answer.bars.setClasses(meta.classes);
+      this.predict();
+    }
+
+    build(inputs) {
+      this.fields.replaceChildren();
+      for (const field of inputs) {
+        const id = this.view.name + "-" + field.name;
+        const hint = [];
+        let control;
+        if (field.type === "category" || field.type === "ordinal") {
+          control = h("select", { id: id, name: field.name });
+          for (const value of field.allowed || []) control.append(h("option", { value: value, text: value }));
+          if (field.nullable) control.append(h("option", { value: MISSING, text: "missing" }));
+          if (field.type === "ordinal") hint.push("ordered levels");
+        } else {
+          const integer = field.type === "integer";
+          control = h("input", {
+            id: id,
+            name: field.name,
+            type: "number",
+            inputmode: integer ? "numeric" : "decimal",
+            step: integer ? "1" : "any",
+            min: field.minimum,
+            max: field.maximum,
+            required: !field.nullable,
+          });
+          if (field.minimum !== null || field.maximum !== null) {
+            hint.push("range " + number(field.minimum, 4) + " – " + number(field.maximum, 4));
+          }
+          if (field.seen_min !== null && field.seen_max !== null) {
+            hint.push("seen in training " + number(field.seen_min, 4) + " – " + number(field.seen_max, 4));
+          }
+          if (field.nullable) {
+            const missing = h("input", { type: "checkbox", className: "missing", "data-for": field.name });
+            missing.addEventListener("change", () => {
+              control.disabled = missing.checked;
+            });
+            control = h("span", { className: "with-missing" }, control, h("label", null, missing, " missing"));
+          }
+        }
+        this.fields.append(
+          h(
+            "div",
+            { className: "field", "data-field": field.name, "data-type": field.type },
+            h("label", { for: id }, h("span", { className: "field-name", text: pretty(field.name) }), field.description ? h("small", { text: field.description }) : null),
+            control,
+            h("small", { className: "hint", text: hint.join(" · ") }),
+            h("small", { className: "invalid", hidden: true }),
+          ),
+        );
+      }
+    }
+
+    fill(values) {
+      for (const field of this.meta.inputs) {
+        const control = this.form.elements.namedItem(field.name);
+        if (!control) continue;
+        const value = values[field.name];
+        const missing = value === null || value === "?" || value === undefined;
+        if (control.tagName === "SELECT") {
+          if (missing && field.nullable) control.value = MISSING;
+          else if (!missing && [...control.options].some((o) => o.value === String(value))) control.value = String(value);
+        } else {
+          const box = this.form.querySelector('.missing[data-for="' + CSS.escape(field.name) + '"]');
+          if (box) {
+            box.checked = missing && value !== undefined;
+            control.disabled = box.checked;
+          }
+          control.value = missing ? "" : String(value);
+        }
+      }
+    }
+
+    /** What the form holds now, by field name, unchecked. */
+    snapshot() {
+      const values = {};
+      for (const wrap of this.fields.querySelectorAll(".field")) {
+        const name = wrap.dataset.field;
+        const control = this.form.elements.namedItem(name);
+        if (!control) continue;
+        if (control.tagName === "SELECT") values[name] = control.value === MISSING ? null : control.value;
+        else values[name] = control.disabled ? null : control.value === "" ? undefined : Number(control.value);
+      }
+      return values;
+    }
+
+    /** The instance as the API takes it, or null (with messages shown) when invalid. */
+    values(check) {
+      const instance = {};
+      let valid = true;
+      for (const field of this.meta.inputs) {
+        const control = this.form.elements.namedItem(field.name);
+        const wrap = this.form.querySelector('.field[data-field="' + CSS.escape(field.name) + '"]');
+        const message = wrap.querySelector(".invalid");
+        let problem = "";
+        if (control.tagName === "SELECT") {
+          instance[field.name] = control.value === MISSING ? null : control.value;
+        } else if (control.disabled) {
+          instance[field.name] = null;
+        } else if (control.value === "" || !control.checkValidity()) {
+          problem = control.validationMessage || "enter a number";
+        } else {
+          instance[field.name] = Number(control.value);
+        }
+        if (check) {
+          message.hidden = !problem;
+          message.textContent = problem;
+          control.setAttribute("aria-invalid", problem ? "true" : "false");
+        }
+        if (problem) valid = false;
+      }
+      return valid || !check ? instance : null;
+    }
+
+    async predict() {
+      if (this.view.version === null) return;
+      const instance = this.values(true);
+      if (!instance) {
+        this.answer.fail(undefined, "Fix the highlighted fields to get a prediction.");
+        this.answer.seq += 1; // and drop answers to earlier rows
+        return;
+      }
+      const token = this.answer.next();
+      try {
+        const body = await postJSON(this.view.url(this.view.version, "predict"), instance);
+        this.answer.show(token, body, this.meta.classes);
+      } catch (err) {
+        this.answer.fail(token, err.message);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- page
+
+  async function main() {
+    const status = document.getElementById("page-status");
+    const container = document.getElementById("models");
+    const nav = document.getElementById("model-nav");
+    let models;
+    try {
+      models = await getJSON("models");
+    } catch (err) {
+      status.textContent = "Could not list the models: " + err.message;
+      status.classList.add("error");
+      return;
+    }
+    if (!models.length) {
+      status.textContent = "No models are deployed.";
+      return;
+    }
+    const views = models.map((summary) => new ModelView(summary));
+    // image models first: drawing a digit is the quickest way in
+    const order = await Promise.all(views.map((v) => v.load().then(() => v, (err) => {
+      v.section.querySelector(".serving").textContent = "Could not load: " + err.message;
+      return v;
+    })));
+    order.sort((a, b) => Number(b.playground instanceof DigitsPlayground) - Number(a.playground instanceof DigitsPlayground));
+    for (const view of order) {
+      container.append(view.section);
+      nav.append(h("a", { href: "#" + view.section.id, text: view.name }));
+    }
+    status.hidden = true;
+    document.body.dataset.ready = "true";
+  }
+
+  main();
+})();
