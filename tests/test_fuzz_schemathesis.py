@@ -49,6 +49,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
                 "--report-dir",
                 str(tmp_path),
             ],
+            cwd=tmp_path,  # its caches stay out of the checkout
             capture_output=True,
             text=True,
             timeout=900,
