@@ -173,3 +173,12 @@ def test_ignored_numeric_is_validated_but_adds_no_column() -> None:
     assert pipeline.encode_rows([{"weight": 5, "age": 30}]).matrix.tolist() == [[0.0]]
     with pytest.raises(EncodingError, match="between"):
         pipeline.encode_rows([{"weight": 11, "age": 30}])
+
+
+@pytest.mark.parametrize("value", [["mid"], {"level": "mid"}, 1])
+def test_ordinal_values_of_other_types_are_refused_by_name(
+    pipeline: TabularPipeline, value: object
+) -> None:
+    with pytest.raises(EncodingError) as err:
+        pipeline.encode_rows([row(band=value)])
+    assert err.value.field == "band"

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, File, Path, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app.api.body import parse_json
 from app.api.errors import ClientError, summarise, validation_detail
+from app.api.examples import MODEL_NAME, VERSION_NUMBER
 from app.api.responses import FastJSONResponse
 from app.api.schemas import (
     ModelMetadata,
@@ -204,6 +205,9 @@ def build_router(
     """The native routes, and the request schemas the OpenAPI document must carry."""
     router = APIRouter(tags=["models"])
     schema_models: list[type[BaseModel]] = []
+    # the predict routes first: routing tries routes in order, and these are the hot ones
+    for name, card in cards.items():
+        _add_model_routes(router, name, card, settings, schema_models)
 
     @router.get("/models", response_model=list[ModelSummary], summary="List the models")
     async def list_models(request: Request) -> list[ModelSummary]:
@@ -216,7 +220,7 @@ def build_router(
         responses=ERRORS,
         summary="Model metadata: versions, status, runtime, inputs, classes, metrics",
     )
-    async def model_metadata(request: Request, name: str) -> ModelMetadata:
+    async def model_metadata(request: Request, name: str = MODEL_NAME) -> ModelMetadata:
         return metadata(plane(request), name, None)
 
     @router.get(
@@ -226,7 +230,7 @@ def build_router(
         summary="Metadata of one model version",
     )
     async def version_metadata(
-        request: Request, name: str, version: int = Path(ge=1)
+        request: Request, name: str = MODEL_NAME, version: int = VERSION_NUMBER
     ) -> ModelMetadata:
         return metadata(plane(request), name, version)
 
@@ -236,7 +240,9 @@ def build_router(
         responses={**ERRORS, 200: {"content": {"image/png": {}}}},
         summary="Training history plot (loss and accuracy per epoch)",
     )
-    async def history_plot(request: Request, name: str, version: int = Path(ge=1)) -> FileResponse:
+    async def history_plot(
+        request: Request, name: str = MODEL_NAME, version: int = VERSION_NUMBER
+    ) -> FileResponse:
         states = plane(request).repository.versions(name)
         if version not in states:
             raise ModelNotFound(name, version)
@@ -245,8 +251,6 @@ def build_router(
             raise ModelNotFound(name, version, "has no training history plot")
         return FileResponse(path, media_type="image/png")
 
-    for name, card in cards.items():
-        _add_model_routes(router, name, card, settings, schema_models)
     _add_unknown_model_routes(router)
     return router, schema_models
 
@@ -349,7 +353,7 @@ def _add_model_routes(
         description=doc,
         operation_id=f"predict_{name}_version",
     )
-    async def predict_version(request: Request, version: int = Path(ge=1)) -> FastJSONResponse:
+    async def predict_version(request: Request, version: int = VERSION_NUMBER) -> FastJSONResponse:
         return await predict(request, version)
 
     if not image_model:
@@ -404,7 +408,7 @@ def _add_model_routes(
     )
     async def predict_image_version(
         request: Request,
-        version: int = Path(ge=1),
+        version: int = VERSION_NUMBER,
         file: UploadFile = File(description="PNG or JPEG"),
     ) -> FastJSONResponse:
         return await predict_upload(request, file, version)

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from app.api import signature
 from app.api.body import parse_json
 from app.api.errors import ClientError
+from app.api.examples import MODEL_NAME, TFSERVING_PREDICT_BODY, VERSION
 from app.api.responses import FastJSONResponse
 from app.api.signature import TensorSpec
 from app.encoding import EncodedBatch, EncodingError
@@ -95,24 +96,28 @@ def model_metadata(dataplane: DataPlane, name: str, version: int | None) -> dict
 
 
 @router.get("/{name}", summary="Status of every version of a model", responses=ERRORS)
-async def status(request: Request, name: str) -> dict[str, Any]:
+async def status(request: Request, name: str = MODEL_NAME) -> dict[str, Any]:
     return model_status(plane(request), name, None)
 
 
 @router.get("/{name}/versions/{version}", summary="Status of one model version", responses=ERRORS)
-async def version_status_route(request: Request, name: str, version: str) -> dict[str, Any]:
+async def version_status_route(
+    request: Request, name: str = MODEL_NAME, version: str = VERSION
+) -> dict[str, Any]:
     return model_status(plane(request), name, signature.pinned_version(version))
 
 
 @router.get("/{name}/metadata", summary="Signature of the latest version", responses=ERRORS)
-async def metadata(request: Request, name: str) -> dict[str, Any]:
+async def metadata(request: Request, name: str = MODEL_NAME) -> dict[str, Any]:
     return model_metadata(plane(request), name, None)
 
 
 @router.get(
     "/{name}/versions/{version}/metadata", summary="Signature of one version", responses=ERRORS
 )
-async def version_metadata(request: Request, name: str, version: str) -> dict[str, Any]:
+async def version_metadata(
+    request: Request, name: str = MODEL_NAME, version: str = VERSION
+) -> dict[str, Any]:
     return model_metadata(plane(request), name, signature.pinned_version(version))
 
 
@@ -256,13 +261,23 @@ async def predict(request: Request, name: str, version: int | None) -> FastJSONR
     return FastJSONResponse({"predictions": rows})
 
 
-@router.post("/{name}:predict", summary="Predict with the latest version", responses=ERRORS)
-async def predict_default(request: Request, name: str) -> FastJSONResponse:
+@router.post(
+    "/{name}:predict",
+    summary="Predict with the latest version",
+    responses=ERRORS,
+    openapi_extra=TFSERVING_PREDICT_BODY,
+)
+async def predict_default(request: Request, name: str = MODEL_NAME) -> FastJSONResponse:
     return await predict(request, name, None)
 
 
 @router.post(
-    "/{name}/versions/{version}:predict", summary="Predict with a pinned version", responses=ERRORS
+    "/{name}/versions/{version}:predict",
+    summary="Predict with a pinned version",
+    responses=ERRORS,
+    openapi_extra=TFSERVING_PREDICT_BODY,
 )
-async def predict_version(request: Request, name: str, version: str) -> FastJSONResponse:
+async def predict_version(
+    request: Request, name: str = MODEL_NAME, version: str = VERSION
+) -> FastJSONResponse:
     return await predict(request, name, signature.pinned_version(version))

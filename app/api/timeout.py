@@ -26,7 +26,9 @@ class TimeoutMiddleware:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, tracking_send), self.seconds)
+            # asyncio.timeout cancels in place; wait_for would start a task per request
+            async with asyncio.timeout(self.seconds):
+                await self.app(scope, receive, tracking_send)
         except TimeoutError:
             if started:  # too late for a status; the connection is closed by the server
                 raise

@@ -28,6 +28,7 @@ from app import __version__
 from app.api import signature, tensors
 from app.api.body import parse_json
 from app.api.errors import ClientError, summarise, validation_detail
+from app.api.examples import MODEL_NAME, V2_INFER_BODY, VERSION
 from app.api.responses import FastJSONResponse
 from app.api.signature import TensorSpec
 from app.encoding import EncodedBatch, EncodingError
@@ -122,17 +123,19 @@ def model_metadata(dataplane: DataPlane, name: str, version: int | None) -> dict
 
 
 @router.get("/models/{name}", summary="Model metadata (highest serving version)", responses=ERRORS)
-async def metadata(request: Request, name: str) -> dict[str, Any]:
+async def metadata(request: Request, name: str = MODEL_NAME) -> dict[str, Any]:
     return model_metadata(plane(request), name, None)
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=ERRORS)
-async def version_metadata(request: Request, name: str, version: str) -> dict[str, Any]:
+async def version_metadata(
+    request: Request, name: str = MODEL_NAME, version: str = VERSION
+) -> dict[str, Any]:
     return model_metadata(plane(request), name, signature.pinned_version(version))
 
 
 @router.get("/models/{name}/ready", summary="Model readiness (200: ready)", responses=ERRORS)
-async def model_ready(request: Request, name: str) -> dict[str, Any]:
+async def model_ready(request: Request, name: str = MODEL_NAME) -> dict[str, Any]:
     plane(request).model(name)  # raises ModelNotFound (404) when no version serves
     return {"name": name, "ready": True}
 
@@ -142,7 +145,9 @@ async def model_ready(request: Request, name: str) -> dict[str, Any]:
     summary="Model version readiness (200: ready)",
     responses=ERRORS,
 )
-async def version_ready(request: Request, name: str, version: str) -> dict[str, Any]:
+async def version_ready(
+    request: Request, name: str = MODEL_NAME, version: str = VERSION
+) -> dict[str, Any]:
     plane(request).model(name, signature.pinned_version(version))
     return {"name": name, "ready": True}
 
@@ -321,9 +326,12 @@ async def infer(request: Request, name: str, version: int | None) -> Response:
 
 
 @router.post(
-    "/models/{name}/infer", summary="Inference (highest serving version)", responses=ERRORS
+    "/models/{name}/infer",
+    summary="Inference (highest serving version)",
+    responses=ERRORS,
+    openapi_extra=V2_INFER_BODY,
 )
-async def infer_default(request: Request, name: str) -> Response:
+async def infer_default(request: Request, name: str = MODEL_NAME) -> Response:
     return await infer(request, name, None)
 
 
@@ -331,6 +339,9 @@ async def infer_default(request: Request, name: str) -> Response:
     "/models/{name}/versions/{version}/infer",
     summary="Inference with a pinned version",
     responses=ERRORS,
+    openapi_extra=V2_INFER_BODY,
 )
-async def infer_version(request: Request, name: str, version: str) -> Response:
+async def infer_version(
+    request: Request, name: str = MODEL_NAME, version: str = VERSION
+) -> Response:
     return await infer(request, name, signature.pinned_version(version))

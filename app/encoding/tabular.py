@@ -79,13 +79,13 @@ class TabularPipeline:
         self.features = features
         self.columns = self._column_names(features)
         self._index = {f["name"]: f for f in features}
-        # lookup tables built once so encoding a row is a few dict hits
-        self._slots: dict[str, dict[str, int]] = {}
+        # one precomputed plan per feature, so encoding a value is a few local lookups
+        self._plan: list[_FeaturePlan] = []
+        offset = 0
         for f in features:
-            if f["type"] == "categorical":
-                self._slots[f["name"]] = {v: i for i, v in enumerate(f["vocabulary"])}
-            elif f["type"] == "ordinal":
-                self._slots[f["name"]] = {v: i for i, v in enumerate(f["order"])}
+            plan = _FeaturePlan(f, offset)
+            self._plan.append(plan)
+            offset += plan.width
 
     # ---------------------------------------------------------------- fitting
     @classmethod
@@ -190,86 +190,126 @@ class TabularPipeline:
         """Encode column-wise input; raises EncodingError naming the bad field."""
         out = np.zeros((n, self.width), dtype=np.float32)
         unknown: list[list[str]] = [[] for _ in range(n)]
-        col = 0
-        for f in self.features:
-            name = f["name"]
-            if name not in columns:
-                raise EncodingError(name, "is required")
-            values = columns[name]
+        for plan in self._plan:
+            values = columns.get(plan.name)
+            if values is None:
+                raise EncodingError(plan.name, "is required")
             if len(values) != n:
-                raise EncodingError(name, f"has {len(values)} values, expected {n}")
-            width = self._feature_width(f)
-            block = out[:, col : col + width]
-            self._encode_feature(f, values, block, unknown)
-            col += width
+                raise EncodingError(plan.name, f"has {len(values)} values, expected {n}")
+            plan.encode(values, out, unknown)
         return EncodedBatch(out, unknown)
 
-    def _feature_width(self, f: Mapping[str, Any]) -> int:
-        if f.get("ignored"):
-            return 0
-        if f["type"] in ("numeric", "ordinal"):
-            width = 1
-        else:
-            width = len(f["vocabulary"]) + (1 if f["unknown"] == "other" else 0)
-        return width + (1 if f["allow_missing"] else 0)
 
-    def _encode_feature(
-        self,
-        f: Mapping[str, Any],
-        values: Sequence[Any],
-        block: np.ndarray,
-        unknown: list[list[str]],
-    ) -> None:
-        name, kind = f["name"], f["type"]
-        markers = f["missing_markers"]
-        missing_col = block.shape[1] - 1
-        ignored = f.get("ignored", False)
+class _FeaturePlan:
+    """One fitted feature, compiled for encoding: its columns and its rules."""
+
+    __slots__ = (
+        "allow_missing",
+        "ignored",
+        "integer",
+        "kind",
+        "log1p",
+        "markers",
+        "maximum",
+        "mean",
+        "minimum",
+        "missing_col",
+        "name",
+        "offset",
+        "order",
+        "other_col",
+        "rare",
+        "slots",
+        "std",
+        "width",
+    )
+
+    def __init__(self, f: Mapping[str, Any], offset: int) -> None:
+        self.name: str = f["name"]
+        self.kind: str = f["type"]
+        self.offset = offset
+        self.allow_missing: bool = f["allow_missing"]
+        self.ignored: bool = f.get("ignored", False)
+        self.markers = frozenset(f["missing_markers"])
+        self.slots: dict[Any, int] = {}
+        self.order: list[str] = []
+        self.rare: frozenset[str] = frozenset()
+        self.other_col = -1
+        width = 1
+        if self.kind == "categorical":
+            self.slots = {v: offset + i for i, v in enumerate(f["vocabulary"])}
+            self.rare = frozenset(f["rare"])
+            width = len(f["vocabulary"])
+            if f["unknown"] == "other":
+                self.other_col = offset + width
+                width += 1
+        elif self.kind == "ordinal":
+            self.order = list(f["order"])
+            self.slots = {v: i for i, v in enumerate(self.order)}
+        else:
+            self.integer: bool = f["integer"]
+            self.minimum: float | None = f.get("minimum")
+            self.maximum: float | None = f.get("maximum")
+            self.log1p = f["transform"] == "log1p"
+            self.mean: float = f["mean"]
+            self.std: float = f["std"]
+        if self.ignored:
+            width = 0
+        elif self.allow_missing:
+            width += 1
+        self.width = width
+        self.missing_col = offset + width - 1
+
+    def encode(self, values: Sequence[Any], out: np.ndarray, unknown: list[list[str]]) -> None:
+        name, markers, kind = self.name, self.markers, self.kind
         for i, value in enumerate(values):
-            if _is_missing(value, markers):
-                if not f["allow_missing"]:
+            if (
+                value is None
+                or (value.__class__ is float and value != value)  # NaN
+                or (markers and value.__class__ is str and value.strip() in markers)
+            ):
+                if not self.allow_missing:
                     raise EncodingError(name, "is required and may not be missing", i)
-                if not ignored:
-                    block[i, missing_col] = 1.0
-                continue
-            if kind == "numeric":
-                try:
-                    scaled = self._scale(f, value)
-                except EncodingError as exc:
-                    raise exc.at(i) from None
-                if not ignored:
-                    block[i, 0] = scaled
+                if not self.ignored:
+                    out[i, self.missing_col] = 1.0
+            elif kind == "numeric":
+                scaled = self.scale(value, i)
+                if not self.ignored:
+                    out[i, self.offset] = scaled
             elif kind == "ordinal":
-                slot = self._slots[name].get(value.strip() if isinstance(value, str) else value)
+                slot = self.slots.get(value.strip()) if isinstance(value, str) else None
                 if slot is None:
                     raise EncodingError(
-                        name, f"{value!r} is not one of the allowed values {f['order']}", i
+                        name, f"{value!r} is not one of the allowed values {self.order}", i
                     )
-                block[i, 0] = slot / max(len(f["order"]) - 1, 1)
+                out[i, self.offset] = slot / max(len(self.order) - 1, 1)
             else:
-                if not isinstance(value, str):
+                if value.__class__ is not str:
                     raise EncodingError(name, f"must be a string, got {type(value).__name__}", i)
-                slot = self._slots[name].get(value.strip())
-                if slot is not None:
-                    block[i, slot] = 1.0
+                key = value.strip()
+                col = self.slots.get(key)
+                if col is not None:
+                    out[i, col] = 1.0
                     continue
-                if value.strip() not in f["rare"]:
+                if key not in self.rare:
                     unknown[i].append(name)
-                if f["unknown"] == "other":
-                    block[i, len(f["vocabulary"])] = 1.0
+                if self.other_col >= 0:
+                    out[i, self.other_col] = 1.0
 
-    @staticmethod
-    def _scale(f: Mapping[str, Any], value: Any) -> float:
-        name = f["name"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise EncodingError(name, f"must be a number, got {type(value).__name__}")
+    def scale(self, value: Any, index: int) -> float:
+        name = self.name
+        if value.__class__ not in (int, float) and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+        ):
+            raise EncodingError(name, f"must be a number, got {type(value).__name__}", index)
         x = float(value)
         if not math.isfinite(x):
-            raise EncodingError(name, "must be a finite number")
-        if f["integer"] and not x.is_integer():
-            raise EncodingError(name, f"must be a whole number, got {value}")
-        lo, hi = f.get("minimum"), f.get("maximum")
+            raise EncodingError(name, "must be a finite number", index)
+        if self.integer and not x.is_integer():
+            raise EncodingError(name, f"must be a whole number, got {value}", index)
+        lo, hi = self.minimum, self.maximum
         if (lo is not None and x < lo) or (hi is not None and x > hi):
-            raise EncodingError(name, f"must be between {lo} and {hi}, got {value}")
-        if f["transform"] == "log1p":
+            raise EncodingError(name, f"must be between {lo} and {hi}, got {value}", index)
+        if self.log1p:
             x = math.log1p(x)
-        return (x - f["mean"]) / f["std"]
+        return (x - self.mean) / self.std

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -23,4 +23,8 @@ async def playground() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
 
-router.mount("/playground", StaticFiles(directory=STATIC), name="playground")
+def install(app: FastAPI) -> None:
+    """The page at ``/`` and its files under ``/playground/`` (mounted on the app itself:
+    a mount inside an included router is not carried over by every FastAPI release)."""
+    app.include_router(router)
+    app.mount("/playground", StaticFiles(directory=STATIC), name="playground")

@@ -1,0 +1,48 @@
+"""Examples that make the generic protocol endpoints runnable from /docs.
+
+The v2 and TF Serving routes take the model name from the path, so their request
+bodies cannot have a schema per model; instead the docs prefill iris and a body
+that iris accepts, and "Try it out" works as shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Path
+
+MODEL_NAME: Any = Path(
+    description="model name, e.g. iris, income, salary, digits", examples=["iris"]
+)
+VERSION: Any = Path(description="model version, a positive integer", examples=["1"])
+VERSION_NUMBER: Any = Path(ge=1, description="model version", examples=[1])
+
+IRIS_ROW = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
+
+
+def _json_body(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
+        }
+    }
+
+
+V2_INFER_BODY = _json_body(
+    "An Open Inference Protocol v2 inference request (the example is for iris)",
+    {
+        "id": "example-1",
+        "inputs": [
+            {"name": name, "shape": [1], "datatype": "FP32", "data": [value]}
+            for name, value in IRIS_ROW.items()
+        ],
+        "outputs": [{"name": "probabilities"}, {"name": "label"}],
+    },
+)
+TFSERVING_PREDICT_BODY = _json_body(
+    'A TensorFlow Serving predict request, row ("instances") or columnar ("inputs") format '
+    "(the example is for iris)",
+    {"instances": [IRIS_ROW]},
+)
