@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # routing tries every route in order until one matches: the two health probes, then
     # the prediction routes, then everything else
     app.include_router(health.router)
+    app.include_router(v2.infer_router)
+    app.include_router(tfserving.predict_router)
     app.include_router(router)
     app.include_router(v2.router)
     app.include_router(tfserving.router)

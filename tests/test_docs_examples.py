@@ -36,7 +36,10 @@ def fill_path(path: str, operation: dict[str, Any]) -> str:
         if parameter["in"] == "path":
             example = parameter.get("examples", parameter.get("schema", {}).get("examples"))
             assert example, f"{path}: path parameter {parameter['name']} shows no example"
-            value = example[0] if isinstance(example, list) else next(iter(example.values()))
+            if isinstance(example, list):  # JSON Schema examples
+                value = example[0]
+            else:  # OpenAPI Example objects
+                value = next(iter(example.values()))["value"]
             path = path.replace("{" + parameter["name"] + "}", str(value))
     return path
 

@@ -46,3 +46,37 @@ TFSERVING_PREDICT_BODY = _json_body(
     "(the example is for iris)",
     {"instances": [IRIS_ROW]},
 )
+
+
+def path_docs(*, version: str | None, name: bool = True) -> dict[str, Any]:
+    """OpenAPI parameters for routes that read ``request.path_params`` themselves.
+
+    The hot prediction routes skip FastAPI's per-request parameter solving (a large
+    share of a small request's cost); the docs still show the parameters, with examples.
+    """
+    parameters: list[dict[str, Any]] = []
+    if name:
+        parameters.append(
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "model name, e.g. iris, income, salary, digits",
+                "schema": {"type": "string"},
+                "examples": {"iris": {"value": "iris"}},
+            }
+        )
+    if version is not None:
+        parameters.append(
+            {
+                "name": "version",
+                "in": "path",
+                "required": True,
+                "description": "model version, a positive integer",
+                "schema": {"type": version, "minimum": 1}
+                if version == "integer"
+                else {"type": version},
+                "examples": {"1": {"value": 1 if version == "integer" else "1"}},
+            }
+        )
+    return {"parameters": parameters}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app.api.body import parse_json
 from app.api.errors import ClientError, summarise, validation_detail
-from app.api.examples import MODEL_NAME, VERSION_NUMBER
+from app.api.examples import MODEL_NAME, VERSION_NUMBER, path_docs
 from app.api.responses import FastJSONResponse
 from app.api.schemas import (
     ModelMetadata,
@@ -27,7 +27,7 @@ from app.api.schemas import (
     request_model,
 )
 from app.artifacts import HISTORY_PLOT, ModelCard
-from app.encoding import EncodingError
+from app.encoding import EncodedBatch, EncodingError
 from app.encoding.image import prepare_upload
 from app.serving.dataplane import DataPlane
 from app.serving.model import ServedModel
@@ -135,6 +135,43 @@ def image_batch(
             raise ClientError(422, f"{field}: {problem}", [{"field": field, "problem": problem}])
         arrays.append(array.reshape(shape))  # flat and square images may share a batch
     return np.stack(arrays)
+
+
+def path_version(request: Request) -> int:
+    """The ``{version}`` of a hot route, read without FastAPI's per-request solving."""
+    raw = request.path_params["version"]
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        problem = f"must be a positive whole number, got {raw!r}"
+        raise ClientError(
+            422, f"path.version: {problem}", [{"field": "path.version", "problem": problem}]
+        )
+    return int(raw)
+
+
+def encode_records(
+    model: ServedModel,
+    adapter: TypeAdapter[Any],
+    fields: frozenset[str],
+    instances: list[Any],
+    single: bool,
+) -> EncodedBatch:
+    """Records through the model's encoding, which validates every value as it goes.
+
+    The Pydantic schema runs only to explain a rejection: it reports every problem at
+    once, in the words of the documented schema. Valid requests skip it, which saves
+    a second pass over every field.
+    """
+    if all(isinstance(r, dict) and r.keys() <= fields for r in instances):
+        try:
+            return model.preprocess_records(instances)
+        except EncodingError as exc:
+            rejection: EncodingError | None = exc
+    else:
+        rejection = None
+    records = validate(adapter, instances, single)  # raises with every problem it sees
+    if rejection is not None:
+        raise rejection
+    return model.preprocess_records([r.__dict__ for r in records])
 
 
 def relocate(exc: EncodingError, single: bool) -> ClientError:
@@ -288,6 +325,7 @@ def _add_model_routes(
     batch = request_model(card, instance, settings.max_instances)
     adapter: TypeAdapter[list[Any]] = TypeAdapter(list[instance])  # type: ignore[valid-type]
     image_model = card.inputs[0].type == "image"
+    fields = frozenset(f.name for f in card.inputs)
     height, width = card.inputs[0].shape or (28, 28)
     body_schema = {
         "requestBody": {
@@ -323,8 +361,7 @@ def _add_model_routes(
             if image_model:
                 encoded = model.preprocess_pixels(image_batch(instances, single, (height, width)))
             else:
-                records = validate(adapter, instances, single)
-                encoded = model.preprocess_records([r.__dict__ for r in records])
+                encoded = encode_records(model, adapter, fields, instances, single)
         except EncodingError as exc:
             raise relocate(exc, single) from None
         probabilities = await dataplane.infer(model, encoded.matrix)
@@ -348,13 +385,13 @@ def _add_model_routes(
         f"/models/{name}/versions/{{version}}/predict",
         response_model=PredictResponse,
         responses=ERRORS,
-        openapi_extra=body_schema,
+        openapi_extra={**body_schema, **path_docs(version="integer", name=False)},
         summary=f"Predict with a pinned {name} version",
         description=doc,
         operation_id=f"predict_{name}_version",
     )
-    async def predict_version(request: Request, version: int = VERSION_NUMBER) -> FastJSONResponse:
-        return await predict(request, version)
+    async def predict_version(request: Request) -> FastJSONResponse:
+        return await predict(request, path_version(request))
 
     if not image_model:
         return

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from app.api import signature
 from app.api.body import parse_json
 from app.api.errors import ClientError
-from app.api.examples import MODEL_NAME, TFSERVING_PREDICT_BODY, VERSION
+from app.api.examples import MODEL_NAME, TFSERVING_PREDICT_BODY, VERSION, path_docs
 from app.api.responses import FastJSONResponse
 from app.api.signature import TensorSpec
 from app.encoding import EncodedBatch, EncodingError
@@ -43,6 +43,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST"])
+# the predict routes on their own router, so the app can try them before the rest
+predict_router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST"])
 
 
 def plane(request: Request) -> DataPlane:
@@ -261,23 +263,22 @@ async def predict(request: Request, name: str, version: int | None) -> FastJSONR
     return FastJSONResponse({"predictions": rows})
 
 
-@router.post(
+@predict_router.post(
     "/{name}:predict",
     summary="Predict with the latest version",
     responses=ERRORS,
-    openapi_extra=TFSERVING_PREDICT_BODY,
+    openapi_extra={**TFSERVING_PREDICT_BODY, **path_docs(version=None)},
 )
-async def predict_default(request: Request, name: str = MODEL_NAME) -> FastJSONResponse:
-    return await predict(request, name, None)
+async def predict_default(request: Request) -> FastJSONResponse:
+    return await predict(request, request.path_params["name"], None)
 
 
-@router.post(
+@predict_router.post(
     "/{name}/versions/{version}:predict",
     summary="Predict with a pinned version",
     responses=ERRORS,
-    openapi_extra=TFSERVING_PREDICT_BODY,
+    openapi_extra={**TFSERVING_PREDICT_BODY, **path_docs(version="string")},
 )
-async def predict_version(
-    request: Request, name: str = MODEL_NAME, version: str = VERSION
-) -> FastJSONResponse:
-    return await predict(request, name, signature.pinned_version(version))
+async def predict_version(request: Request) -> FastJSONResponse:
+    params = request.path_params
+    return await predict(request, params["name"], signature.pinned_version(params["version"]))

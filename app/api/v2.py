@@ -28,7 +28,7 @@ from app import __version__
 from app.api import signature, tensors
 from app.api.body import parse_json
 from app.api.errors import ClientError, summarise, validation_detail
-from app.api.examples import MODEL_NAME, V2_INFER_BODY, VERSION
+from app.api.examples import MODEL_NAME, V2_INFER_BODY, VERSION, path_docs
 from app.api.responses import FastJSONResponse
 from app.api.signature import TensorSpec
 from app.encoding import EncodedBatch, EncodingError
@@ -45,6 +45,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+# the infer routes on their own router, so the app can try them before the rest
+infer_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
 
 class RequestInput(BaseModel):
@@ -325,23 +327,22 @@ async def infer(request: Request, name: str, version: int | None) -> Response:
     return respond(model, infer_request, signature.named_outputs(model, probabilities), wanted)
 
 
-@router.post(
+@infer_router.post(
     "/models/{name}/infer",
     summary="Inference (highest serving version)",
     responses=ERRORS,
-    openapi_extra=V2_INFER_BODY,
+    openapi_extra={**V2_INFER_BODY, **path_docs(version=None)},
 )
-async def infer_default(request: Request, name: str = MODEL_NAME) -> Response:
-    return await infer(request, name, None)
+async def infer_default(request: Request) -> Response:
+    return await infer(request, request.path_params["name"], None)
 
 
-@router.post(
+@infer_router.post(
     "/models/{name}/versions/{version}/infer",
     summary="Inference with a pinned version",
     responses=ERRORS,
-    openapi_extra=V2_INFER_BODY,
+    openapi_extra={**V2_INFER_BODY, **path_docs(version="string")},
 )
-async def infer_version(
-    request: Request, name: str = MODEL_NAME, version: str = VERSION
-) -> Response:
-    return await infer(request, name, signature.pinned_version(version))
+async def infer_version(request: Request) -> Response:
+    params = request.path_params
+    return await infer(request, params["name"], signature.pinned_version(params["version"]))

@@ -31,6 +31,7 @@ from app.encoding.errors import EncodingError
 
 FeatureType = Literal["numeric", "categorical", "ordinal"]
 MISSING = "__missing__"
+MAX_CATEGORY_LENGTH = 200  # longer strings are no category anyone trained on
 OTHER = "__other__"
 
 
@@ -182,9 +183,15 @@ class TabularPipeline:
 
     # --------------------------------------------------------------- encoding
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> EncodedBatch:
-        """Encode records given as mappings from feature name to raw value."""
-        columns = {f["name"]: [row.get(f["name"]) for row in rows] for f in self.features}
-        return self.encode_columns(columns, len(rows))
+        """Encode records given as mappings from feature name to raw value (absent = missing)."""
+        n = len(rows)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        unknown: list[list[str]] = [[] for _ in range(n)]
+        plans = self._plan
+        for i, row in enumerate(rows):
+            for plan in plans:
+                plan.encode(row.get(plan.name), i, out, unknown)
+        return EncodedBatch(out, unknown)
 
     def encode_columns(self, columns: Mapping[str, Sequence[Any]], n: int) -> EncodedBatch:
         """Encode column-wise input; raises EncodingError naming the bad field."""
@@ -196,7 +203,8 @@ class TabularPipeline:
                 raise EncodingError(plan.name, "is required")
             if len(values) != n:
                 raise EncodingError(plan.name, f"has {len(values)} values, expected {n}")
-            plan.encode(values, out, unknown)
+            for i, value in enumerate(values):
+                plan.encode(value, i, out, unknown)
         return EncodedBatch(out, unknown)
 
 
@@ -260,41 +268,45 @@ class _FeaturePlan:
         self.width = width
         self.missing_col = offset + width - 1
 
-    def encode(self, values: Sequence[Any], out: np.ndarray, unknown: list[list[str]]) -> None:
-        name, markers, kind = self.name, self.markers, self.kind
-        for i, value in enumerate(values):
-            if (
-                value is None
-                or (value.__class__ is float and value != value)  # NaN
-                or (markers and value.__class__ is str and value.strip() in markers)
-            ):
-                if not self.allow_missing:
-                    raise EncodingError(name, "is required and may not be missing", i)
-                if not self.ignored:
-                    out[i, self.missing_col] = 1.0
-            elif kind == "numeric":
-                scaled = self.scale(value, i)
-                if not self.ignored:
-                    out[i, self.offset] = scaled
-            elif kind == "ordinal":
-                slot = self.slots.get(value.strip()) if isinstance(value, str) else None
-                if slot is None:
-                    raise EncodingError(
-                        name, f"{value!r} is not one of the allowed values {self.order}", i
-                    )
-                out[i, self.offset] = slot / max(len(self.order) - 1, 1)
-            else:
-                if value.__class__ is not str:
-                    raise EncodingError(name, f"must be a string, got {type(value).__name__}", i)
-                key = value.strip()
-                col = self.slots.get(key)
-                if col is not None:
-                    out[i, col] = 1.0
-                    continue
-                if key not in self.rare:
-                    unknown[i].append(name)
-                if self.other_col >= 0:
-                    out[i, self.other_col] = 1.0
+    def encode(self, value: Any, i: int, out: np.ndarray, unknown: list[list[str]]) -> None:
+        """Write one raw value into row ``i`` of ``out``; raises EncodingError."""
+        kind = self.kind
+        if (
+            value is None
+            or (value.__class__ is float and value != value)  # NaN
+            or (self.markers and value.__class__ is str and value.strip() in self.markers)
+        ):
+            if not self.allow_missing:
+                raise EncodingError(self.name, "is required and may not be missing", i)
+            if not self.ignored:
+                out[i, self.missing_col] = 1.0
+        elif kind == "numeric":
+            scaled = self.scale(value, i)
+            if not self.ignored:
+                out[i, self.offset] = scaled
+        elif kind == "ordinal":
+            slot = self.slots.get(value.strip()) if isinstance(value, str) else None
+            if slot is None:
+                raise EncodingError(
+                    self.name, f"{value!r} is not one of the allowed values {self.order}", i
+                )
+            out[i, self.offset] = slot / max(len(self.order) - 1, 1)
+        else:
+            if value.__class__ is not str:
+                raise EncodingError(self.name, f"must be a string, got {type(value).__name__}", i)
+            if len(value) > MAX_CATEGORY_LENGTH:
+                raise EncodingError(
+                    self.name, f"must be at most {MAX_CATEGORY_LENGTH} characters long", i
+                )
+            key = value.strip()
+            col = self.slots.get(key)
+            if col is not None:
+                out[i, col] = 1.0
+                return
+            if key not in self.rare:
+                unknown[i].append(self.name)
+            if self.other_col >= 0:
+                out[i, self.other_col] = 1.0
 
     def scale(self, value: Any, index: int) -> float:
         name = self.name
