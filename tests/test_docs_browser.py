@@ -3,46 +3,17 @@ service itself, and "Try it out" with the shown example gets a 200 with predicti
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.conftest import MODELS_DIR
 from tests.live_server import running_service
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = pytest.mark.browser
-
-
-def require_browser() -> None:
-    """Skip with a reason where no browser is installed; CI sets REQUIRE_BROWSER=1."""
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} is not installed (apt-get install -y chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "playwright for Python is not installed"
-    if missing is None:
-        return
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{missing}, but REQUIRE_BROWSER=1")
-    pytest.skip(missing)
 
 
 @pytest.fixture(scope="module")

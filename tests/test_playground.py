@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import io
 import itertools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,21 +21,11 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 ARTIFACTS = ROOT / "test-artifacts" / "playground"
@@ -81,27 +69,18 @@ INCOME_ROWS: list[dict[str, Any]] = [
 ]
 
 
-def _browser_missing(reason: str) -> None:
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One chromium with a fresh profile; each test opens its own page."""
-    if not CHROMIUM.is_file():
-        _browser_missing(f"{CHROMIUM} is absent: apt-get install chromium to run browser tests")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _browser_missing("playwright is not installed (pip install -e '.[test]')")
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile),
             executable_path=str(CHROMIUM),
-            args=ARGS,
+            args=CHROMIUM_ARGS,
             headless=True,
             viewport=DESKTOP,
             service_workers="block",
