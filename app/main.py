@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__, playground
 from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
 from app.api.body import BodyLimitMiddleware
+from app.api.fastpath import FastPathMiddleware, direct_routes
 from app.api.responses import FastJSONResponse
 from app.api.timeout import TimeoutMiddleware
 from app.artifacts import ModelCard, version_dirs
@@ -98,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     docs.install(app, schema_models)
     # the last added middleware runs first: ids and metrics wrap everything else
+    app.add_middleware(
+        FastPathMiddleware, routes=direct_routes(app.routes), on_error=errors.respond_to
+    )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
     if settings.cors_origins:

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from app.api.responses import FastJSONResponse
 from app.encoding import EncodingError
@@ -108,3 +109,14 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> FastJSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error; the request was not processed")
+
+
+async def respond_to(request: Request, exc: Exception) -> Response:
+    """The answer the app's registered handlers give for ``exc`` (most specific first)."""
+    handlers = request.app.exception_handlers if "app" in request.scope else {}
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            response: Response = await handler(request, exc)
+            return response
+    raise exc
