@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.artifacts import InputField, Metrics, ModelCard
-from app.encoding import ImagePipeline, Pipeline, TabularPipeline
+from app.encoding import ImagePipeline, Pipeline
 from training.evaluate import BASELINE, baseline, class_probabilities, score
 from training.export import write_version
 from training.recipes.base import Recipe, encode
@@ -165,6 +165,3 @@ def train(
     check_rows = x_test[:256]
     path = write_version(model, pipeline, card, history.history, check_rows, output_dir)
     return Outcome(card, path)
-
-
-__all__ = ["Outcome", "TabularPipeline", "train"]

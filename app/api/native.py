@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from app.api import signature
 from app.api.body import parse_json
 from app.api.errors import ClientError, summarise, validation_detail
 from app.api.examples import MODEL_NAME, VERSION_NUMBER, path_docs
@@ -140,12 +141,13 @@ def image_batch(
 def path_version(request: Request) -> int:
     """The ``{version}`` of a hot route, read without FastAPI's per-request solving."""
     raw = request.path_params["version"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+    version = signature.version_number(raw)
+    if version is None:
         problem = f"must be a positive whole number, got {raw!r}"
         raise ClientError(
             422, f"path.version: {problem}", [{"field": "path.version", "problem": problem}]
         )
-    return int(raw)
+    return version
 
 
 def encode_records(
@@ -449,6 +451,3 @@ def _add_model_routes(
         file: UploadFile = File(description="PNG or JPEG"),
     ) -> FastJSONResponse:
         return await predict_upload(request, file, version)
-
-
-__all__ = ["BaseModel", "build_router"]

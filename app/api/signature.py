@@ -69,13 +69,21 @@ def _input_spec(field: InputField) -> TensorSpec:
     return TensorSpec(field.name, datatype, ((-1,), (-1, 1)), NUMERIC)
 
 
+def version_number(text: str) -> int | None:
+    """A URL's version segment as a positive integer, or None when it is not one."""
+    if text.isascii() and text.isdigit() and int(text) >= 1:
+        return int(text)
+    return None
+
+
 def pinned_version(version: str | None) -> int | None:
     """A URL's version segment: both protocols carry versions as strings."""
     if version is None:
         return None
-    if not (version.isascii() and version.isdigit()) or int(version) < 1:
+    number = version_number(version)
+    if number is None:
         raise ClientError(400, f"model version must be a positive integer, got {version!r}")
-    return int(version)
+    return number
 
 
 def inputs(card: ModelCard) -> list[TensorSpec]:

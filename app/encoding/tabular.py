@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,7 +65,8 @@ class EncodedBatch:
     unknown: list[list[str]] = field(default_factory=list)
 
 
-def _is_missing(value: Any, markers: Sequence[str]) -> bool:
+def _is_missing(value: Any, markers: Collection[str]) -> bool:
+    """The one rule for "missing": None, NaN, or a dataset's marker such as Adult's "?"."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -271,11 +272,7 @@ class _FeaturePlan:
     def encode(self, value: Any, i: int, out: np.ndarray, unknown: list[list[str]]) -> None:
         """Write one raw value into row ``i`` of ``out``; raises EncodingError."""
         kind = self.kind
-        if (
-            value is None
-            or (value.__class__ is float and value != value)  # NaN
-            or (self.markers and value.__class__ is str and value.strip() in self.markers)
-        ):
+        if _is_missing(value, self.markers):
             if not self.allow_missing:
                 raise EncodingError(self.name, "is required and may not be missing", i)
             if not self.ignored:
