@@ -74,15 +74,29 @@ class ModelCard(BaseModel):
     created: str = Field(description="UTC time the artifact was written")
 
 
+MAX_VERSION = 2**31 - 1
+
+
+def parse_version(text: str) -> int | None:
+    """The one version-number grammar, for directories and every protocol alike:
+    ASCII digits without sign, spaces or leading zeros, from 1 to 2**31-1. Each
+    version has exactly one spelling, so ``01`` and ``1`` never name the same thing."""
+    if not (0 < len(text) <= 10 and text.isascii() and text.isdigit()) or text[0] == "0":
+        return None
+    number = int(text)
+    return number if number <= MAX_VERSION else None
+
+
 def version_dirs(models_dir: Path) -> list[tuple[str, int, Path]]:
-    """Every ``<name>/<version>`` directory, sorted; versions are positive integers."""
+    """Every ``<name>/<version>`` directory whose name is a version number, sorted."""
     found: list[tuple[str, int, Path]] = []
     if not models_dir.is_dir():
         return found
     for model_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()):
         for version_dir in model_dir.iterdir():
-            if version_dir.is_dir() and version_dir.name.isdigit() and int(version_dir.name) > 0:
-                found.append((model_dir.name, int(version_dir.name), version_dir))
+            version = parse_version(version_dir.name)
+            if version is not None and version_dir.is_dir():
+                found.append((model_dir.name, version, version_dir))
     return sorted(found, key=lambda t: (t[0], t[1]))
 
 

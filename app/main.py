@@ -1,5 +1,6 @@
-"""The ASGI app: ``app.main:app``. Routes are built from the model cards on disk;
-the lifespan loads and warms every version before the service reports ready."""
+"""The ASGI app: ``app.main:app``. Routes are the same for every model; the lifespan
+loads and warms every version before the service reports ready, and the repository
+watcher keeps adding, reloading and removing versions while it runs."""
 
 from __future__ import annotations
 
@@ -15,32 +16,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__, playground
 from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
 from app.api.body import BodyLimitMiddleware
-from app.api.fastpath import FastPathMiddleware, direct_routes
+from app.api.fastpath import FastPathMiddleware, hot_routes
 from app.api.responses import FastJSONResponse
 from app.api.timeout import TimeoutMiddleware
-from app.artifacts import ModelCard, version_dirs
 from app.devices import log_devices
 from app.observability.metrics import Metrics
 from app.observability.middleware import ObservabilityMiddleware
 from app.runtimes import resolve
 from app.serving.dataplane import DataPlane
-from app.serving.model import ArtifactError, read_description
 from app.serving.repository import ModelRepository
 from app.serving.watcher import watch
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
-
-
-def latest_cards(settings: Settings) -> dict[str, ModelCard]:
-    """The newest consistent card per model: it defines the model's request schema."""
-    cards: dict[str, ModelCard] = {}
-    for name, version, path in version_dirs(settings.models_dir):
-        try:
-            cards[name] = read_description(path)[0]
-        except (OSError, ArtifactError) as exc:
-            log.warning("model %s v%s: not describing its schema (%s)", name, version, exc)
-    return cards
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,7 +38,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = resolve(settings.runtime)
-        repository = ModelRepository(settings.models_dir, runtime, settings.runtime_threads)
+        repository = ModelRepository(
+            settings.models_dir,
+            runtime,
+            settings.runtime_threads,
+            settings.max_instances,
+            settings.max_image_pixels,
+        )
         dataplane = DataPlane(repository, settings, metrics)
         log.info("loading models from %s with the %s runtime", settings.models_dir, runtime)
         log_devices(runtime)  # what TF/ONNX Runtime see; each model logs its own device
@@ -83,13 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    router, schema_models = native.build_router(latest_cards(settings), settings)
     # routing tries every route in order until one matches: the two health probes, then
     # the prediction routes, then everything else
     app.include_router(health.router)
     app.include_router(v2.infer_router)
     app.include_router(tfserving.predict_router)
-    app.include_router(router)
+    app.include_router(native.router)
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(monitoring.router)
@@ -97,11 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_token is not None:
         app.include_router(admin.build_router(settings.admin_token.get_secret_value()))
     errors.install(app)
-    docs.install(app, schema_models)
+    docs.install(app)
     # the last added middleware runs first: ids and metrics wrap everything else
-    app.add_middleware(
-        FastPathMiddleware, routes=direct_routes(app.routes), on_error=errors.respond_to
-    )
+    if settings.fast_path:  # the routes marked HotRoute, served without FastAPI's routing
+        app.add_middleware(
+            FastPathMiddleware, routes=hot_routes(app.routes), on_error=errors.respond_to
+        )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
     if settings.cors_origins:

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         5.0, ge=0, description="poll the models directory for new versions; 0 = off"
     )
 
+    fast_path: bool = Field(
+        True,
+        description="serve the routes marked hot (predict, infer) without FastAPI's routing; "
+        "the answers are the same, byte for byte",
+    )
+
     batching: bool = Field(True, description="merge concurrent requests into one runtime call")
     max_batch_size: int = Field(64, ge=1, description="instances per merged runtime call")
     max_batch_wait_ms: float = Field(

@@ -476,7 +476,7 @@ def test_version_must_be_a_positive_integer(client: TestClient) -> None:
 
 def test_extra_unknown_field(client: TestClient) -> None:
     row = {**example("iris"), "colour": "blue"}
-    assert_error(client.post("/models/iris/predict", json=row), 422, "colour", "extra")
+    assert_error(client.post("/models/iris/predict", json=row), 422, "colour", "unexpected")
     batch = {"instances": [example("iris"), row]}
     assert_error(client.post("/models/iris/predict", json=batch), 422, "instances[1].colour")
     top = {"instances": [example("iris")], "colour": "blue"}

@@ -12,13 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import TypeAdapter
 
-from app.api.native import image_batch, validate
-from app.api.schemas import instance_model
 from app.artifacts import KERAS_FILE
 from app.encoding import ImagePipeline, Pipeline, TabularPipeline
 from app.runtimes import open_runtime
+from app.serving.inference import Rows
 from tests.model_rows import (
     as_class_probabilities,
     card,
@@ -60,15 +58,10 @@ def as_rows(data: RawData, limit: int) -> list[dict[str, Any]]:
 
 
 def service_encoding(client: TestClient, name: str, version: int, rows: list[Any]) -> np.ndarray:
-    """What the service feeds the network: its request validation, then the loaded
-    model's own preprocessing (the steps of the predict handler)."""
+    """What the service feeds the network: the loaded version's own validation and
+    encoding, the step the data plane runs for every protocol."""
     model = client.app.state.dataplane.model(name, version)  # type: ignore[attr-defined]
-    if model.is_image:
-        return model.preprocess_pixels(image_batch(rows, single=False)).matrix
-    instance = instance_model(model.card)
-    adapter: TypeAdapter[list[Any]] = TypeAdapter(list[instance])  # type: ignore[valid-type]
-    records = validate(adapter, rows, single=False)
-    return model.preprocess_records([r.__dict__ for r in records]).matrix
+    return model.encode(Rows(rows)).matrix
 
 
 def http_probabilities(

@@ -10,6 +10,7 @@ import pytest
 
 from app.artifacts import CARD_FILE, HISTORY_PLOT, ONNX_FILE, PIPELINE_FILE, ModelCard
 from app.encoding import TabularPipeline, load_pipeline
+from app.serving.inference import Rows
 from app.serving.model import ServedModel
 from training.__main__ import main as training_main
 from training.export import onnx_outputs
@@ -87,7 +88,7 @@ def test_income_pipeline_learned_adult_quirks(trained: Path) -> None:
 @pytest.mark.parametrize("runtime", ["onnx", "tensorflow"])
 def test_service_loads_the_new_artifact(trained: Path, runtime: str) -> None:
     model = ServedModel.load(trained / "income" / "1", runtime)  # type: ignore[arg-type]
-    probabilities = model.predict(model.encode_example())
+    probabilities = model.predict(model.encode(Rows([model.card.example])).matrix)
     assert probabilities.shape == (1, 2)
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-6)
 

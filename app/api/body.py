@@ -1,4 +1,8 @@
-"""Reading request bodies: a size limit enforced while streaming, and fast JSON."""
+"""Reading request bodies: a size limit enforced while streaming, and fast JSON.
+
+A large body is parsed on the data plane's preparation pool, so that one client's
+8 MB request does not hold the event loop (and every other client) while it parses.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ClientError
@@ -66,6 +71,18 @@ async def _reject(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# from this size on, parsing is moved off the event loop (a thread hop costs ~50 us)
+LARGE_BODY = 256 * 1024
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body; large ones are parsed off the event loop."""
+    body = await request.body()
+    if len(body) >= LARGE_BODY:
+        return await request.app.state.dataplane.offload(parse_json, body)
+    return parse_json(body)
+
+
 def parse_json(body: bytes) -> Any:
     if not body:
         raise ClientError(400, "body: request body is empty; send a JSON object")
@@ -73,9 +90,31 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         error = exc
-    # NaN and Infinity are not JSON, but clients send them; the slow parser accepts them
-    # so that validation can name the field that holds one
+    # NaN, Infinity and integers beyond 64 bits are not what orjson takes, but clients
+    # send them; the slow parser accepts them so that validation can name the field
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except (ValueError, RecursionError):
         raise ClientError(400, f"body: malformed JSON ({error})") from None
+    _require_unicode(payload)
+    return payload
+
+
+def _require_unicode(payload: Any) -> None:
+    """Refuse strings that are not Unicode text (a lone surrogate such as "\\ud800"):
+    they could not even be written back in an error message."""
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ClientError(
+                    400, "body: strings must be valid Unicode (a lone surrogate escape is not)"
+                ) from None

@@ -1,31 +1,56 @@
 """Client errors as JSON that names the field and the problem; never a 500 for bad input.
 
 Every protocol answers ``{"error": "..."}`` (the shape KServe v2 and TF Serving
-use); the native API adds ``detail``, one entry per problem.
+use); the native API adds ``detail``, one entry per problem. Errors of the serving
+layer (:mod:`app.serving.errors`) carry data; each protocol adapter renders them in
+its own shape, and the handlers here give the native shape to any that reach them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.api.responses import FastJSONResponse
-from app.encoding import EncodingError
-from app.serving.repository import ModelNotFound
+from app.serving.errors import ServingError
 
 log = logging.getLogger(__name__)
 MAX_DETAIL = 20  # one bad image must not produce a 784-entry answer
 
+ERROR_BODY: dict[str, Any] = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string", "description": "what is wrong, naming the field"},
+                    "detail": {
+                        "type": "array",
+                        "description": "native API: one entry per problem",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "field": {"type": "string"},
+                                "problem": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            }
+        }
+    }
+}
+
 
 class ClientError(Exception):
-    """A 4xx answer with a message and, optionally, one entry per bad field."""
+    """A 4xx answer about the wire format, with a message and optional per-field detail."""
 
     def __init__(
         self, status: int, message: str, detail: Sequence[dict[str, Any]] | None = None
@@ -37,12 +62,15 @@ class ClientError(Exception):
 
 
 def error_response(
-    status: int, message: str, detail: Sequence[dict[str, Any]] = ()
+    status: int,
+    message: str,
+    detail: Sequence[dict[str, Any]] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> FastJSONResponse:
     body: dict[str, Any] = {"error": message}
     if detail:
         body["detail"] = list(detail)
-    return FastJSONResponse(body, status_code=status)
+    return FastJSONResponse(body, status_code=status, headers=headers)
 
 
 def location(loc: Sequence[str | int], prefix: str = "") -> str:
@@ -56,22 +84,6 @@ def location(loc: Sequence[str | int], prefix: str = "") -> str:
     return text or "body"
 
 
-def validation_detail(
-    exc: ValidationError | RequestValidationError, prefix: str = "", skip: int = 0
-) -> list[dict[str, Any]]:
-    """Pydantic errors as ``{"field", "problem"}``; ``skip`` drops leading loc parts."""
-    detail = []
-    for err in exc.errors()[:MAX_DETAIL]:
-        loc = [p for p in err["loc"] if p not in ("body",)][skip:]
-        # union branches add their type name to the location; it tells a client nothing
-        loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p[:1].isupper()))]
-        problem = err["msg"]
-        if err.get("type") == "literal_error":
-            problem = f"{problem}, got {err.get('input')!r}"
-        detail.append({"field": location(loc, prefix), "problem": problem})
-    return detail
-
-
 def summarise(detail: Sequence[dict[str, Any]]) -> str:
     first = "; ".join(f"{d['field']}: {d['problem']}" for d in detail[:3])
     more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""
@@ -79,31 +91,28 @@ def summarise(detail: Sequence[dict[str, Any]]) -> str:
 
 
 def install(app: FastAPI) -> None:
+    from app.api.native import render
+
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> FastJSONResponse:
         return error_response(exc.status, exc.message, exc.detail)
 
-    @app.exception_handler(EncodingError)
-    async def encoding_error(_: Request, exc: EncodingError) -> FastJSONResponse:
-        field = str(exc).split(": ", 1)[0]
-        return error_response(422, str(exc), [{"field": field, "problem": exc.problem}])
-
-    @app.exception_handler(ModelNotFound)
-    async def not_found(_: Request, exc: ModelNotFound) -> FastJSONResponse:
-        return error_response(404, str(exc))
+    @app.exception_handler(ServingError)
+    async def serving_error(_: Request, exc: ServingError) -> FastJSONResponse:
+        return render(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> FastJSONResponse:
-        detail = validation_detail(exc)
+        detail = []
+        for err in exc.errors()[:MAX_DETAIL]:
+            loc = [p for p in err["loc"] if p != "body"]
+            detail.append({"field": location(loc), "problem": err["msg"]})
         return error_response(422, summarise(detail), detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> FastJSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        response = error_response(exc.status_code, message)
-        for key, value in (exc.headers or {}).items():
-            response.headers[key] = value
-        return response
+        return error_response(exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> FastJSONResponse:

@@ -15,7 +15,6 @@ MODEL_NAME: Any = Path(
     description="model name, e.g. iris, income, salary, digits", examples=["iris"]
 )
 VERSION: Any = Path(description="model version, a positive integer", examples=["1"])
-VERSION_NUMBER: Any = Path(ge=1, description="model version", examples=[1])
 
 IRIS_ROW = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
 

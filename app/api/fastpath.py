@@ -1,11 +1,23 @@
-"""Serve the hot prediction routes straight from their endpoints.
+"""An explicit fast path for the hot prediction routes.
 
-FastAPI's per-request machinery (route scan, dependency solving, its exception and
-exit-stack middleware) costs more than a small model's whole prediction. Routes whose
-endpoint takes only the ``Request`` (the predict and infer routes, which read their own
-path parameters and body) are matched here by their compiled path regex and called
-directly; errors go through the app's own exception handlers, so answers are the same.
-The routes stay registered with FastAPI too: they still appear in /openapi.json.
+FastAPI's per-request machinery (scanning every route, solving dependencies, its
+exception and exit-stack middleware) costs more than a small model's whole
+prediction. A route opts in by being declared with ``route_class_override=HotRoute``;
+:class:`FastPathMiddleware` then matches it by its compiled path pattern and calls
+its endpoint directly, inside the same id, metrics, limit and timeout middleware,
+with errors answered by the app's own exception handlers.
+
+What keeps this honest:
+
+* only marked routes are served, and a marked route must take the ``Request`` alone
+  and have no dependencies (a guard such as a token check would otherwise be
+  skipped): anything else is refused when the app starts;
+* paths are matched the way Starlette's router matches them, after ``root_path``;
+* ``tests/test_fastpath.py`` asserts, for every marked route, byte-identical answers
+  from this path and from FastAPI's own routing, errors included.
+
+The routes stay registered with FastAPI, which serves them when the fast path is
+off (``FAST_PATH=false``).
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,16 +36,55 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 ErrorResponder = Callable[[Request, Exception], Awaitable[Response]]
 
 
-def direct_routes(routes: Sequence[Any]) -> list[tuple[re.Pattern[str], Endpoint]]:
-    """The POST routes whose endpoint takes the Request alone, in routing order."""
+class HotRoute(APIRoute):
+    """A route the fast path may serve (see the module docstring for the rules)."""
+
+
+def hot_post(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """Declare a POST route that the fast path may serve (``@hot_post(router, path)``)."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(
+            path, endpoint, methods=["POST"], route_class_override=HotRoute, **options
+        )
+        return endpoint
+
+    return register
+
+
+class UnsafeHotRoute(RuntimeError):
+    """A route marked hot that the fast path cannot serve without changing its meaning."""
+
+
+def hot_routes(routes: Sequence[Any]) -> list[tuple[re.Pattern[str], Endpoint]]:
+    """Every marked route, in routing order; refuses those the fast path would alter."""
     found = []
     for route in routes:
-        if not isinstance(route, APIRoute) or "POST" not in route.methods:
+        if not isinstance(route, HotRoute):
             continue
-        parameters = list(inspect.signature(route.endpoint).parameters.values())
-        if [p.name for p in parameters] == ["request"]:
-            found.append((route.path_regex, route.endpoint))
+        parameters = [p.name for p in inspect.signature(route.endpoint).parameters.values()]
+        if parameters != ["request"]:
+            raise UnsafeHotRoute(
+                f"{route.path}: a hot route's endpoint must take only the Request, not {parameters}"
+            )
+        if route.dependant.dependencies or route.dependencies:
+            raise UnsafeHotRoute(
+                f"{route.path}: a hot route must have no dependencies; the fast path would "
+                "skip them"
+            )
+        if route.methods != {"POST"}:
+            raise UnsafeHotRoute(f"{route.path}: only POST routes can be hot")
+        found.append((route.path_regex, route.endpoint))
     return found
+
+
+def route_path(scope: Scope) -> str:
+    """The path as the router sees it: without the ``root_path`` a proxy mounted us at."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
 
 
 class FastPathMiddleware:
@@ -49,7 +100,7 @@ class FastPathMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
+            path = route_path(scope)
             for pattern, endpoint in self.routes:
                 match = pattern.match(path)
                 if match is None:

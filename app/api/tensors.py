@@ -41,7 +41,14 @@ LIMITS = {k: np.iinfo(DTYPES[k]) for k in INTEGERS}  # np.iinfo is slow to build
 # array kinds numpy infers from JSON numbers that a datatype takes without loss
 ACCEPTED_KINDS = {**dict.fromkeys(INTEGERS, "iu"), "FP16": "iuf", "FP32": "iuf", "FP64": "iuf"}
 FLOATS = frozenset(k for k, v in DTYPES.items() if v.kind == "f")
+FLOAT_MAX = {k: float(np.finfo(DTYPES[k]).max) for k in FLOATS}
+DATATYPE_OF = {v: k for k, v in DTYPES.items()}
 _LENGTH = struct.Struct("<I")
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The OIP datatype name of an array (object arrays hold BYTES)."""
+    return DATATYPE_OF.get(array.dtype, "BYTES")
 
 
 def bad(tensor: str, problem: str) -> ClientError:
@@ -80,14 +87,30 @@ def _check_values(tensor: str, datatype: str, values: list[Any]) -> None:
             raise bad(
                 tensor, f"{datatype} data must be whole numbers from {info.min} to {info.max}"
             )
-    elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise bad(tensor, f"{datatype} data must be numbers")
+    else:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise bad(tensor, f"{datatype} data must be numbers")
+        # NaN stands for a missing value; a finite number must fit the datatype
+        limit = FLOAT_MAX[datatype]
+        if not all(-limit <= v <= limit for v in values if v == v and abs(v) != math.inf):
+            raise bad(tensor, f"{datatype} data must lie within +-{limit:.4g}")
 
 
-def from_json(tensor: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
-    """A JSON ``data`` field (flat or nested) as an array of ``shape``."""
+def from_json(
+    tensor: str, datatype: str, shape: Sequence[int], data: Any
+) -> np.ndarray | list[Any]:
+    """A JSON ``data`` field (flat or nested): a flat list for a column of scalars
+    (``[N]`` or ``[N, 1]``, the tabular case), else an array of ``shape``."""
     if not isinstance(data, list):
         raise bad(tensor, "data must be an array (flat or nested, row-major)")
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        values = data if not any(isinstance(v, list) for v in data) else _flatten(data)
+        if len(values) != shape[0]:
+            raise bad(
+                tensor, f"shape {list(shape)} holds {shape[0]} values, but data has {len(values)}"
+            )
+        _check_values(tensor, datatype, values)
+        return values
     fast = _numeric_fast_path(datatype, shape, data)
     if fast is not None:
         return fast
@@ -126,6 +149,10 @@ def _numeric_fast_path(datatype: str, shape: Sequence[int], data: list[Any]) -> 
         info = LIMITS[datatype]
         if array.size and (array.min() < info.min or array.max() > info.max):
             return None
+    elif array.size:
+        magnitude = np.abs(array.astype(np.float64))
+        if (magnitude[np.isfinite(magnitude)] > FLOAT_MAX[datatype]).any():
+            return None  # the element path names the value out of range
     return array.astype(DTYPES[datatype], copy=False).reshape(shape)
 
 

@@ -7,25 +7,28 @@ Follows https://www.tensorflow.org/tfx/serving/api_rest (tensorflow/serving,
 row requests are answered with ``predictions``, columnar ones with ``outputs``.
 Errors are ``{"error": "..."}``. NaN and Infinity are accepted in request JSON,
 as that page allows.
+
+This module only translates the wire format into the protocol-neutral request and
+back; the data plane validates inputs against the version's schema.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 
-from app.api import signature
-from app.api.body import parse_json
-from app.api.errors import ClientError
+from app.api.body import read_json
+from app.api.errors import ERROR_BODY, ClientError, error_response
 from app.api.examples import MODEL_NAME, TFSERVING_PREDICT_BODY, VERSION, path_docs
+from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
-from app.api.signature import TensorSpec
-from app.encoding import EncodedBatch, EncodingError
+from app.api.versions import pinned
 from app.serving.dataplane import DataPlane
-from app.serving.model import ServedModel
-from app.serving.repository import ModelNotFound, VersionState, VersionStatus
+from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError
+from app.serving.inference import Columns, InferenceRequest, InferenceResponse, Rows
+from app.serving.repository import VersionState, VersionStatus
+from app.serving.signature import TensorSpec
 
 SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -38,8 +41,8 @@ STATES = {
     VersionStatus.UNLOADED: "END",
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": 'Invalid request: {"error": "..."} names the field and the problem'},
-    404: {"description": 'Unknown model or version: {"error": "..."}'},
+    400: {"description": "Invalid request: names the field and the problem", **ERROR_BODY},
+    404: {"description": "Unknown model or version", **ERROR_BODY},
 }
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST"])
@@ -66,7 +69,7 @@ def version_status(state: VersionState) -> dict[str, Any]:
 def model_status(dataplane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
     states = dataplane.repository.versions(name)
     if version is not None and version not in states:
-        raise ModelNotFound(name, version)
+        raise ModelNotFound(name, version, known=[str(v) for v in states])
     chosen = [states[version]] if version is not None else list(states.values())
     return {"model_version_status": [version_status(s) for s in chosen]}
 
@@ -82,17 +85,17 @@ def tensor_info(spec: TensorSpec) -> dict[str, Any]:
 
 def model_metadata(dataplane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
     model = dataplane.model(name, version)
-    card = model.card
+    signature = model.signature
     definition = {
-        "inputs": {s.name: tensor_info(s) for s in signature.inputs(card)},
-        "outputs": {s.name: tensor_info(s) for s in signature.outputs(card)},
+        "inputs": {s.name: tensor_info(s) for s in signature.inputs},
+        "outputs": {s.name: tensor_info(s) for s in signature.outputs},
         "method_name": PREDICT_METHOD,
     }
     return {
         "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
         "metadata": {
             "signature_def": {"signature_def": {SIGNATURE: definition}},
-            "classes": card.classes,  # the order of the probabilities output
+            "classes": list(signature.classes),  # the order of the probabilities output
         },
     }
 
@@ -106,7 +109,7 @@ async def status(request: Request, name: str = MODEL_NAME) -> dict[str, Any]:
 async def version_status_route(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
 ) -> dict[str, Any]:
-    return model_status(plane(request), name, signature.pinned_version(version))
+    return model_status(plane(request), name, pinned(version))
 
 
 @router.get("/{name}/metadata", summary="Signature of the latest version", responses=ERRORS)
@@ -120,7 +123,7 @@ async def metadata(request: Request, name: str = MODEL_NAME) -> dict[str, Any]:
 async def version_metadata(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
 ) -> dict[str, Any]:
-    return model_metadata(plane(request), name, signature.pinned_version(version))
+    return model_metadata(plane(request), name, pinned(version))
 
 
 # ----------------------------------------------------------------------- predict
@@ -144,117 +147,72 @@ def split_payload(payload: Any) -> tuple[str, Any]:
     return formats[0], payload[formats[0]]
 
 
-def pixels(value: Any, spec: TensorSpec, where: str, max_instances: int) -> np.ndarray:
-    """Nested lists of intensities as ``[N, H, W]`` or ``[N, H*W]``."""
-    try:
-        array = np.asarray(value)
-    except ValueError:
-        array = np.asarray([], dtype=object)
-    if array.dtype.kind not in "iuf" or array.ndim == 0:
-        raise ClientError(400, f"{where}: must be a list of images, each nested lists of numbers")
-    if not spec.fits(array.shape):
-        raise ClientError(400, f"{where}: {spec.shape_problem(array.shape)}")
-    check_count(where, len(array), max_instances)
-    return array
+def unwrap(value: Any) -> Any:
+    """A one-element list stands for its element: per-row shape [1] as well as []."""
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
-def check_count(where: str, n: int, max_instances: int) -> None:
-    if not 1 <= n <= max_instances:
-        raise ClientError(400, f"{where}: must hold 1 to {max_instances} instances, got {n}")
-
-
-def row_error(exc: EncodingError) -> ClientError:
-    return ClientError(400, str(exc) if exc.index is not None else f"instances: {exc}")
-
-
-def column_error(exc: EncodingError) -> ClientError:
-    item = "" if exc.index is None else f"[{exc.index}]"
-    return ClientError(400, f"inputs.{exc.field}{item}: {exc.problem}")
-
-
-def named_values(card_value: Any, model: ServedModel, where: str) -> Any:
-    """The image of a one-input model, given bare or as ``{"image": ...}``."""
-    name = model.card.inputs[0].name
-    if not isinstance(card_value, dict):
-        return card_value
-    problem = signature.name_problem(model.card, list(card_value))
-    if problem:
-        raise ClientError(400, f"{where}: {problem}")
-    return card_value[name]
-
-
-def row_batch(model: ServedModel, instances: Any, max_instances: int) -> EncodedBatch:
+def rows_of(instances: Any, single_input: str | None) -> Rows:
     """``instances``: objects keyed by input name, or bare values for a one-input model."""
-    card = model.card
     if not isinstance(instances, list):
         raise ClientError(400, "instances: must be a list")
-    check_count("instances", len(instances), max_instances)
-    if signature.is_image(card):
-        images = [named_values(v, model, f"instances[{i}]") for i, v in enumerate(instances)]
-        array = pixels(images, signature.inputs(card)[0], "instances", max_instances)
-        try:
-            return signature.encode_pixels(model, array)
-        except EncodingError as exc:
-            raise row_error(exc) from None
-    records = []
-    for i, instance in enumerate(instances):
-        if not isinstance(instance, dict):
-            raise ClientError(400, f"instances[{i}]: must be an object keyed by input name")
-        problem = signature.name_problem(card, list(instance))
-        if problem:
-            raise ClientError(400, f"instances[{i}]: {problem}")
-        records.append({k: signature.unwrap(v) for k, v in instance.items()})
-    try:
-        return model.preprocess_records(records)
-    except EncodingError as exc:
-        raise row_error(exc) from None
+    if single_input is not None:
+        return Rows([v if isinstance(v, dict) else {single_input: v} for v in instances])
+    return Rows(
+        [
+            {k: unwrap(v) for k, v in row.items()} if isinstance(row, dict) else row
+            for row in instances
+        ]
+    )
 
 
-def column_batch(model: ServedModel, inputs: Any, max_instances: int) -> EncodedBatch:
+def columns_of(inputs: Any, single_input: str | None) -> Columns:
     """``inputs``: an object of named columns, or the bare tensor of a one-input model."""
-    card = model.card
-    if signature.is_image(card):
-        value = named_values(inputs, model, "inputs")
-        array = pixels(value, signature.inputs(card)[0], "inputs", max_instances)
-        try:
-            return signature.encode_pixels(model, array)
-        except EncodingError as exc:
-            raise column_error(exc) from None
+    if single_input is not None and not isinstance(inputs, dict):
+        inputs = {single_input: inputs}
     if not isinstance(inputs, dict):
         raise ClientError(400, "inputs: must be an object keyed by input name")
-    problem = signature.name_problem(card, list(inputs))
-    if problem:
-        raise ClientError(400, f"inputs: {problem}")
     columns: dict[str, list[Any]] = {}
     for name, values in inputs.items():
         if not isinstance(values, list):
             raise ClientError(400, f"inputs.{name}: must be a list with one value per instance")
-        columns[name] = [signature.unwrap(v) for v in values]
+        columns[name] = values if single_input is not None else [unwrap(v) for v in values]
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         listed = ", ".join(f"{n}: {len(v)}" for n, v in columns.items())
         raise ClientError(
             400, f"inputs: every input must hold the same number of values ({listed})"
         )
-    check_count("inputs", lengths.pop(), max_instances)
-    try:
-        return signature.encode_columns(model, columns)
-    except EncodingError as exc:
-        raise column_error(exc) from None
+    return Columns(columns, lengths.pop() if lengths else 0)
 
 
-async def predict(request: Request, name: str, version: int | None) -> FastJSONResponse:
-    dataplane = plane(request)
-    model = dataplane.model(name, version)
-    kind, value = split_payload(parse_json(await request.body()))
-    max_instances: int = request.app.state.settings.max_instances
-    if kind == "instances":
-        encoded = row_batch(model, value, max_instances)
+def describe(problem: Problem, kind: str) -> str:
+    if not problem.field:
+        where = kind if problem.index is None else f"{kind}[{problem.index}]"
+    elif kind == "instances":
+        where = (
+            problem.field
+            if problem.index is None
+            else f"instances[{problem.index}].{problem.field}"
+        )
     else:
-        encoded = column_batch(model, value, max_instances)
-    probabilities = await dataplane.infer(model, encoded.matrix)
-    named = signature.named_outputs(model, probabilities)
-    columns = {key: array.tolist() for key, array in named.items()}
+        where = f"inputs.{problem.field}" + ("" if problem.index is None else f"[{problem.index}]")
+    hint = f"; did you mean {problem.suggestion!r}?" if problem.suggestion else ""
+    return f"{where}: {problem.problem}{hint}"
+
+
+def render(exc: ServingError, kind: str) -> FastJSONResponse:
+    if isinstance(exc, InvalidInput):
+        text = "; ".join(describe(p, kind) for p in exc.problems[:3])
+        more = len(exc.problems) - 3
+        return error_response(400, text + (f" (and {more} more)" if more > 0 else ""))
+    if isinstance(exc, ModelNotFound):
+        return error_response(404, str(exc))
+    return error_response(503, str(exc), headers={"retry-after": "1"})
+
+
+def encode(response: InferenceResponse, kind: str) -> FastJSONResponse:
+    columns = {key: array.tolist() for key, array in response.outputs.items()}
     if kind == "inputs":
         return FastJSONResponse({"outputs": columns})
     rows = [
@@ -263,7 +221,22 @@ async def predict(request: Request, name: str, version: int | None) -> FastJSONR
     return FastJSONResponse({"predictions": rows})
 
 
-@predict_router.post(
+async def predict(request: Request, name: str, version: int | None) -> FastJSONResponse:
+    dataplane = plane(request)
+    kind, value = split_payload(await read_json(request))
+    try:
+        model = dataplane.model(name, version)
+        inputs = model.signature.input_names
+        single = inputs[0] if len(inputs) == 1 else None
+        decoded = rows_of(value, single) if kind == "instances" else columns_of(value, single)
+        response = await dataplane.infer(name, model.version, InferenceRequest(decoded))
+    except ServingError as exc:
+        return render(exc, kind)
+    return encode(response, kind)
+
+
+@hot_post(
+    predict_router,
     "/{name}:predict",
     summary="Predict with the latest version",
     responses=ERRORS,
@@ -273,7 +246,8 @@ async def predict_default(request: Request) -> FastJSONResponse:
     return await predict(request, request.path_params["name"], None)
 
 
-@predict_router.post(
+@hot_post(
+    predict_router,
     "/{name}/versions/{version}:predict",
     summary="Predict with a pinned version",
     responses=ERRORS,
@@ -281,4 +255,4 @@ async def predict_default(request: Request) -> FastJSONResponse:
 )
 async def predict_version(request: Request) -> FastJSONResponse:
     params = request.path_params
-    return await predict(request, params["name"], signature.pinned_version(params["version"]))
+    return await predict(request, params["name"], pinned(params["version"]))

@@ -1,72 +1,59 @@
-"""Open Inference Protocol v2 (KServe v2, Triton HTTP/REST), so existing clients work.
+"""Open Inference Protocol v2 over REST (KServe v2, Triton HTTP), so existing clients work.
 
 Endpoints, request and response objects follow the OIP REST specification
-(https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md,
-also https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol):
+(https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md):
 health answers 200 for true and 4xx for false; errors are ``{"error": "..."}``;
 the request ``id`` is echoed; a request's ``outputs`` list selects the outputs.
 The binary tensor data extension is supported because ``tritonclient`` uses it by
 default (https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/protocol/extension_binary_data.html).
 
-Each raw feature is one input tensor named as the feature; an image model takes
-one tensor of raw intensities. Outputs are ``probabilities`` (class order in the
-``classes`` parameter) and ``label``.
+This module only translates: JSON (and binary data) into named tensors of an
+:class:`~app.serving.inference.InferenceRequest`, and the response and serving errors
+back. Which tensors a model takes, and what its values may be, the data plane checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, NonNegativeInt, ValidationError
 from starlette.responses import Response
 
 from app import __version__
-from app.api import signature, tensors
-from app.api.body import parse_json
-from app.api.errors import ClientError, summarise, validation_detail
+from app.api import tensors
+from app.api.body import LARGE_BODY, parse_json
+from app.api.errors import ERROR_BODY, ClientError, error_response
 from app.api.examples import MODEL_NAME, V2_INFER_BODY, VERSION, path_docs
+from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
-from app.api.signature import TensorSpec
-from app.encoding import EncodedBatch, EncodingError
+from app.api.versions import pinned
 from app.serving.dataplane import DataPlane
-from app.serving.model import ServedModel
+from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError
+from app.serving.inference import (
+    PROBABILITIES,
+    InferenceRequest,
+    InferenceResponse,
+    Tensor,
+    Tensors,
+)
+from app.serving.signature import TensorSpec
 
 SERVER_NAME = "keras-serve"
 EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel", "keras": "keras"}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": 'Invalid request: {"error": "..."} names the tensor and the problem'},
-    404: {"description": 'Unknown model or version: {"error": "..."}'},
+    400: {"description": "Invalid request: names the tensor and the problem", **ERROR_BODY},
+    404: {"description": "Unknown model or version", **ERROR_BODY},
 }
+REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 # the infer routes on their own router, so the app can try them before the rest
 infer_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
-
-
-class RequestInput(BaseModel):
-    name: str
-    shape: list[NonNegativeInt]
-    datatype: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    data: Any = None
-
-
-class RequestOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-
-class InferenceRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
 
 
 def plane(request: Request) -> DataPlane:
@@ -108,19 +95,19 @@ def tensor_metadata(spec: TensorSpec, parameters: dict[str, Any] | None = None) 
 
 def model_metadata(dataplane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
     model = dataplane.model(name, version)
-    card = model.card
+    signature = model.signature
     serving = dataplane.repository.versions(name).items()
-    classes = {"classes": signature.classes_parameter(card)}
+    classes = {"classes": signature.classes_parameter}
     return {
         "name": name,
         "versions": [str(v) for v, state in serving if state.model is not None],
         "platform": PLATFORMS.get(model.runtime.name, model.runtime.name),
-        "inputs": [tensor_metadata(s) for s in signature.inputs(card)],
+        "inputs": [tensor_metadata(s) for s in signature.inputs],
         "outputs": [
-            tensor_metadata(s, classes if s.name == signature.PROBABILITIES else None)
-            for s in signature.outputs(card)
+            tensor_metadata(s, classes if s.name == PROBABILITIES else None)
+            for s in signature.outputs
         ],
-        "parameters": {"version": str(model.version), "title": card.title, **classes},
+        "parameters": {"version": str(model.version), "title": model.card.title, **classes},
     }
 
 
@@ -133,7 +120,7 @@ async def metadata(request: Request, name: str = MODEL_NAME) -> dict[str, Any]:
 async def version_metadata(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
 ) -> dict[str, Any]:
-    return model_metadata(plane(request), name, signature.pinned_version(version))
+    return model_metadata(plane(request), name, pinned(version))
 
 
 @router.get("/models/{name}/ready", summary="Model readiness (200: ready)", responses=ERRORS)
@@ -150,160 +137,148 @@ async def model_ready(request: Request, name: str = MODEL_NAME) -> dict[str, Any
 async def version_ready(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
 ) -> dict[str, Any]:
-    plane(request).model(name, signature.pinned_version(version))
+    plane(request).model(name, pinned(version))
     return {"name": name, "ready": True}
 
 
-# ------------------------------------------------------------------------- infer
+# ------------------------------------------------------------------------- decode
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON object, and the binary tensor data that follows it (extension)."""
     if header_length is None:
         return body, b""
-    try:
-        size = int(header_length)
-    except ValueError:
-        size = -1
+    # a plain decimal byte count: int() would also take "11_2", " 11" and "+11"
+    valid = 0 < len(header_length) <= 12 and header_length.isascii() and header_length.isdigit()
+    size = int(header_length) if valid else -1
     if not 0 <= size <= len(body):
         raise ClientError(
-            400, f"{HEADER_LENGTH} must be a byte count from 0 to {len(body)}, got {header_length}"
+            400,
+            f"{HEADER_LENGTH}: must be a decimal byte count from 0 to {len(body)}, "
+            f"got {header_length!r}",
         )
     return body[:size], body[size:]
 
 
-def parse_request(payload: Any) -> InferenceRequest:
+def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, bool]]:
+    """The protocol-neutral request, and which outputs go back as binary data."""
     if not isinstance(payload, dict):
         raise ClientError(400, "body: must be a JSON object with an inputs list")
-    try:
-        return InferenceRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise ClientError(400, summarise(validation_detail(exc))) from None
-
-
-def read_inputs(
-    model: ServedModel, request: InferenceRequest, binary: bytes, max_instances: int
-) -> dict[str, np.ndarray]:
-    """Check every input against the model's signature and decode its data."""
-    specs = {s.name: s for s in signature.inputs(model.card)}
-    names = [i.name for i in request.inputs]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate is not None:
-        raise ClientError(400, f"input {duplicate!r} appears more than once")
-    problem = signature.name_problem(model.card, names)
-    if problem:
-        raise ClientError(400, problem)
-    arrays: dict[str, np.ndarray] = {}
+    extra = payload.keys() - REQUEST_KEYS
+    if extra:
+        raise ClientError(400, f"{min(extra)}: unexpected field")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ClientError(400, "id: must be a string")
+    parameters = payload.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ClientError(400, "parameters: must be an object")
+    items = payload.get("inputs")
+    if not isinstance(items, list) or not items:
+        raise ClientError(400, "inputs: must be a non-empty list of tensors")
     offset = 0
-    for item in request.inputs:
-        arrays[item.name], offset = decode_input(item, specs[item.name], binary, offset)
+    decoded = []
+    for i, item in enumerate(items):
+        tensor, offset = decode_input(i, item, binary, offset)
+        decoded.append(tensor)
     if offset != len(binary):
         raise ClientError(400, f"body: {len(binary) - offset} bytes of binary data no input claims")
-    check_batch({n: a.shape[0] for n, a in arrays.items()}, max_instances)
-    return arrays
+    outputs, binary_outputs = requested_outputs(payload.get("outputs"), parameters)
+    return InferenceRequest(Tensors(decoded), outputs, parameters, request_id), binary_outputs
 
 
-def decode_input(
-    item: RequestInput, spec: TensorSpec, binary: bytes, offset: int
-) -> tuple[np.ndarray, int]:
-    """One input's array, from JSON data or from the binary bytes at ``offset``;
+def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:
+    """One input tensor, from JSON data or from the binary bytes at ``offset``;
     returns the offset of the next input's binary data."""
-    where = f"input {item.name!r}"
-    if item.datatype not in tensors.DTYPES:
-        raise tensors.bad(where, f"unknown datatype {item.datatype!r}")
-    if item.datatype not in spec.accepts:
-        raise tensors.bad(where, spec.datatype_problem(item.datatype))
-    if not spec.fits(item.shape):
-        raise tensors.bad(where, spec.shape_problem(item.shape))
-    if "shared_memory_region" in item.parameters:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise ClientError(400, f"inputs[{i}]: must be an object with a name, shape and datatype")
+    where = f"input {item['name']!r}"
+    extra = item.keys() - INPUT_KEYS
+    if extra:
+        raise tensors.bad(where, f"unexpected field {min(extra)!r}")
+    datatype, shape = item.get("datatype"), item.get("shape")
+    if not isinstance(datatype, str) or datatype not in tensors.DTYPES:
+        raise tensors.bad(where, f"unknown datatype {datatype!r}")
+    if not (
+        isinstance(shape, list)
+        and 0 < len(shape) <= 8
+        and all(type(d) is int and 0 <= d <= 2**31 for d in shape)
+    ):
+        raise tensors.bad(where, f"shape must be a list of 1 to 8 sizes >= 0, got {shape!r}")
+    parameters = item.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise tensors.bad(where, "parameters must be an object")
+    if "shared_memory_region" in parameters:
         raise tensors.bad(where, "shared memory is not supported")
-    size = item.parameters.get("binary_data_size")
+    size = parameters.get("binary_data_size")
+    data = item.get("data")
     if size is None:
-        if item.data is None:
+        if data is None:
             raise tensors.bad(where, "data is missing")
-        return tensors.from_json(where, item.datatype, item.shape, item.data), offset
-    if item.data is not None:
+        values = tensors.from_json(where, datatype, shape, data)
+        return Tensor(item["name"], datatype, tuple(shape), values), offset
+    if data is not None:
         raise tensors.bad(where, "has both data and binary_data_size; send one")
     if type(size) is not int or size < 0 or offset + size > len(binary):
         raise tensors.bad(
             where, f"binary_data_size {size!r} does not fit the {len(binary)} binary bytes sent"
         )
     chunk = binary[offset : offset + size]
-    return tensors.from_binary(where, item.datatype, item.shape, chunk), offset + size
+    values = tensors.from_binary(where, datatype, shape, chunk)
+    return Tensor(item["name"], datatype, tuple(shape), values), offset + size
 
 
-def check_batch(sizes: dict[str, int], max_instances: int) -> None:
-    if len(set(sizes.values())) > 1:
-        listed = ", ".join(f"{n}: {s}" for n, s in sizes.items())
-        raise ClientError(400, f"inputs: all inputs must have the same batch size, got {listed}")
-    n = next(iter(sizes.values()))
-    if not 1 <= n <= max_instances:
-        raise ClientError(400, f"inputs: batch size must be 1 to {max_instances}, got {n}")
-
-
-def encode(model: ServedModel, arrays: dict[str, np.ndarray]) -> EncodedBatch:
-    try:
-        if signature.is_image(model.card):
-            return signature.encode_pixels(model, next(iter(arrays.values())))
-        columns = {name: array.reshape(-1).tolist() for name, array in arrays.items()}
-        return signature.encode_columns(model, columns)
-    except EncodingError as exc:
-        item = "" if exc.index is None else f" (item {exc.index})"
-        raise ClientError(400, f"input {exc.field!r}{item}: {exc.problem}") from None
-
-
-def requested_outputs(request: InferenceRequest, known: Sequence[str]) -> list[tuple[str, bool]]:
-    """(output name, as binary data) pairs; no ``outputs`` list means all of them."""
-    default = request.parameters.get("binary_data_output", False)
+def requested_outputs(
+    outputs: Any, parameters: dict[str, Any]
+) -> tuple[list[str] | None, dict[str, bool]]:
+    """Output names (None: all), and per name whether it goes back as binary data."""
+    default = parameters.get("binary_data_output", False)
     if not isinstance(default, bool):
         raise ClientError(400, "parameters.binary_data_output: must be true or false")
-    if not request.outputs:
-        return [(name, default) for name in known]
-    wanted = []
-    for output in request.outputs:
-        if output.name not in known:
-            raise ClientError(
-                400, f"unknown output {output.name!r}; the model gives {', '.join(known)}"
-            )
-        unsupported = {"classification", "shared_memory_region"} & set(output.parameters)
+    if outputs is None:
+        return None, {"": default}
+    if not isinstance(outputs, list):
+        raise ClientError(400, "outputs: must be a list")
+    names: list[str] = []
+    binary: dict[str, bool] = {"": default}
+    for i, output in enumerate(outputs):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise ClientError(400, f"outputs[{i}]: must be an object with a name")
+        name = output["name"]
+        wanted = output.get("parameters") or {}
+        if not isinstance(wanted, dict):
+            raise ClientError(400, f"output {name!r}: parameters must be an object")
+        unsupported = {"classification", "shared_memory_region"} & set(wanted)
         if unsupported:
-            raise ClientError(400, f"output {output.name!r}: {min(unsupported)} is not supported")
-        binary = output.parameters.get("binary_data", default)
-        if not isinstance(binary, bool):
-            raise ClientError(400, f"output {output.name!r}: binary_data must be true or false")
-        wanted.append((output.name, binary))
-    return wanted
+            raise ClientError(400, f"output {name!r}: {min(unsupported)} is not supported")
+        as_binary = wanted.get("binary_data", default)
+        if not isinstance(as_binary, bool):
+            raise ClientError(400, f"output {name!r}: binary_data must be true or false")
+        names.append(name)
+        binary[name] = as_binary
+    return names, binary
 
 
-def respond(
-    model: ServedModel,
-    request: InferenceRequest,
-    named: dict[str, np.ndarray],
-    wanted: list[tuple[str, bool]],
-) -> Response:
-    specs = {s.name: s for s in signature.outputs(model.card)}
+# ------------------------------------------------------------------------- encode
+def encode(response: InferenceResponse, binary: dict[str, bool], classes: str) -> Response:
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for name, binary in wanted:
-        spec, array = specs[name], named[name]
-        entry: dict[str, Any] = {
-            "name": name,
-            "datatype": spec.datatype,
-            "shape": list(array.shape),
-        }
+    for name, array in response.outputs.items():
+        datatype = tensors.datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         parameters: dict[str, Any] = {}
-        if name == signature.PROBABILITIES:
-            parameters["classes"] = signature.classes_parameter(model.card)
-        if binary:
-            blob = tensors.to_binary(spec.datatype, array)
+        if name == PROBABILITIES:
+            parameters["classes"] = classes
+        if binary.get(name, binary[""]):
+            blob = tensors.to_binary(datatype, array)
             blobs.append(blob)
             parameters["binary_data_size"] = len(blob)
         else:
-            entry["data"] = tensors.to_json(spec.datatype, array)
+            entry["data"] = tensors.to_json(datatype, array)
         if parameters:
             entry["parameters"] = parameters
         outputs.append(entry)
-    body: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
-    if request.id is not None:
-        body["id"] = request.id
+    body: dict[str, Any] = {"model_name": response.model, "model_version": str(response.version)}
+    if response.id is not None:
+        body["id"] = response.id
     body["outputs"] = outputs
     if not blobs:
         return FastJSONResponse(body)
@@ -315,19 +290,50 @@ def respond(
     )
 
 
+def describe(problem: Problem) -> str:
+    """A serving problem in this protocol's words: tensors, and items within them."""
+    if problem.field in ("", "outputs"):
+        where = problem.field or "inputs"
+    else:
+        where = f"input {problem.field!r}"
+        if problem.index is not None:
+            where += f" (item {problem.index})"
+    hint = f"; did you mean {problem.suggestion!r}?" if problem.suggestion else ""
+    return f"{where}: {problem.problem}{hint}"
+
+
+def render(exc: ServingError) -> Response:
+    """A serving error as OIP's ``{"error": "..."}`` with its HTTP status."""
+    if isinstance(exc, InvalidInput):
+        text = "; ".join(describe(p) for p in exc.problems[:3])
+        more = len(exc.problems) - 3
+        return error_response(400, text + (f" (and {more} more)" if more > 0 else ""))
+    if isinstance(exc, ModelNotFound):
+        return error_response(404, str(exc))
+    return error_response(503, str(exc), headers={"retry-after": "1"})
+
+
 async def infer(request: Request, name: str, version: int | None) -> Response:
     dataplane = plane(request)
-    model = dataplane.model(name, version)
+    try:
+        dataplane.model(name, version)  # an unknown model is a 404 whatever the body says
+    except ServingError as exc:
+        return render(exc)
     header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    infer_request = parse_request(parse_json(header))
-    wanted = requested_outputs(infer_request, [s.name for s in signature.outputs(model.card)])
-    max_instances: int = request.app.state.settings.max_instances
-    encoded = encode(model, read_inputs(model, infer_request, binary, max_instances))
-    probabilities = await dataplane.infer(model, encoded.matrix)
-    return respond(model, infer_request, signature.named_outputs(model, probabilities), wanted)
+    if len(header) >= LARGE_BODY:
+        payload = await dataplane.offload(parse_json, header)
+    else:
+        payload = parse_json(header)
+    infer_request, binary_outputs = decode(payload, binary)
+    try:
+        response = await dataplane.infer(name, version, infer_request)
+    except ServingError as exc:
+        return render(exc)
+    return encode(response, binary_outputs, json.dumps(response.classes))
 
 
-@infer_router.post(
+@hot_post(
+    infer_router,
     "/models/{name}/infer",
     summary="Inference (highest serving version)",
     responses=ERRORS,
@@ -337,7 +343,8 @@ async def infer_default(request: Request) -> Response:
     return await infer(request, request.path_params["name"], None)
 
 
-@infer_router.post(
+@hot_post(
+    infer_router,
     "/models/{name}/versions/{version}/infer",
     summary="Inference with a pinned version",
     responses=ERRORS,
@@ -345,4 +352,4 @@ async def infer_default(request: Request) -> Response:
 )
 async def infer_version(request: Request) -> Response:
     params = request.path_params
-    return await infer(request, params["name"], signature.pinned_version(params["version"]))
+    return await infer(request, params["name"], pinned(params["version"]))

@@ -1,9 +1,18 @@
-"""The data plane: the one path from encoded inputs to predictions, for every protocol.
+"""The data plane: the one path from a protocol-neutral request to named outputs.
 
-Protocol endpoints (native, Open Inference v2, TF Serving) resolve a model with
-:meth:`model` and call :meth:`infer`; it runs the runtime on a worker thread,
-through the model's batcher when batching is on, so inference never blocks the
-event loop. It also records inference time and batch sizes.
+Every protocol adapter (native, Open Inference v2, TF Serving, gRPC) decodes its
+wire format into an :class:`InferenceRequest` and calls :meth:`DataPlane.infer`,
+which does the rest once, for the version the request names:
+
+1. look the version up (a ``ModelNotFound`` names what exists);
+2. refuse unknown or repeated output names;
+3. validate and encode the raw inputs with *that version's* schema and pipeline;
+4. run the runtime on a worker thread, through the version's batcher;
+5. build the requested outputs.
+
+Work that can take long in Python (decoding an uploaded picture, a request of many
+instances, parsing a large body) runs on a small pool of its own, so it neither
+stalls the event loop nor crowds out the inference threads.
 """
 
 from __future__ import annotations
@@ -14,17 +23,25 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
 from app.observability.context import note_model
 from app.observability.metrics import Metrics
 from app.serving.batching import Batcher
+from app.serving.errors import ModelNotFound
+from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
 from app.serving.model import ServedModel
 from app.serving.repository import ModelRepository, VersionState
 from app.settings import Settings
 
 Runner = Callable[[np.ndarray], np.ndarray]
+P = ParamSpec("P")
+T = TypeVar("T")
+# at or above this many raw values a request is encoded off the event loop; below it
+# the thread hop (tens of microseconds) costs more than the encoding itself
+OFFLOAD_VALUES = 4096
 
 
 @dataclass
@@ -43,20 +60,43 @@ class DataPlane:
         self.repository = repository
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="inference"
-        )
+        cores = os.cpu_count() or 2
+        self.executor = ThreadPoolExecutor(max_workers=max(2, cores), thread_name_prefix="infer")
+        self.preparer = ThreadPoolExecutor(max_workers=max(1, cores), thread_name_prefix="prepare")
         self._lanes: dict[tuple[str, int], Lane] = {}
         repository.listeners.append(self._forget)
         self.metrics.track_queue(self.queue_depth)
 
+    # ----------------------------------------------------------------- lookup
     def model(self, name: str, version: int | None = None) -> ServedModel:
-        """The model a request will use; raises ModelNotFound (a 404 in every protocol)."""
+        """The version a request will use; raises ModelNotFound (a 404 in every protocol)."""
         model = self.repository.get(name, version)
         note_model(model.name, model.version)
         return model
 
-    async def infer(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
+    # ------------------------------------------------------------------ infer
+    async def infer(
+        self, name: str, version: int | None, request: InferenceRequest
+    ) -> InferenceResponse:
+        """Validate, encode, batch, run and answer one request; raises ServingError."""
+        model = self.model(name, version)
+        outputs = model.select_outputs(request.outputs)
+        inputs = request.inputs
+        if isinstance(inputs, ImageFile) and not model.is_image:
+            raise ModelNotFound(name, version, "does not offer image uploads")
+        if isinstance(inputs, ImageFile) or len(inputs) * len(model.fields) >= OFFLOAD_VALUES:
+            encoded = await self.offload(model.encode, inputs)
+        else:
+            encoded = model.encode(inputs)
+        probabilities = await self.run(model, encoded.matrix)
+        return model.respond(probabilities, encoded, outputs, request.id)
+
+    async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run slow request preparation (decoding, parsing) on the preparation pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.preparer, lambda: fn(*args, **kwargs))
+
+    async def run(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
         """Class probabilities for encoded rows ``x`` of ``model``."""
         lane = self._lane(model)
         if lane.batcher is not None:
@@ -64,6 +104,7 @@ class DataPlane:
         self.metrics.batch_size.labels(model.name, str(model.version)).observe(len(x))
         return await asyncio.get_running_loop().run_in_executor(self.executor, lane.run, x)
 
+    # ------------------------------------------------------------------ lanes
     def _lane(self, model: ServedModel) -> Lane:
         """The lane of this exact model object; a reloaded version gets a fresh one."""
         key = (model.name, model.version)
@@ -108,4 +149,5 @@ class DataPlane:
             )
 
     def close(self) -> None:
+        self.preparer.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=False)

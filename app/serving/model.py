@@ -1,14 +1,15 @@
 """A served model version: load, preprocess, predict, postprocess (KServe's shape).
 
-It knows its artifacts, its encoding and its runtime, and nothing about HTTP:
-protocol code hands it raw values and gets probabilities and labels back.
+It knows its artifacts, its schema, its encoding and its runtime, and nothing about
+HTTP or gRPC: the data plane hands it raw named inputs and gets named outputs back.
+Everything per version (signature, schema, encoding) is built once, when it loads,
+so a request pinned to a version is checked against that version's own fields.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,18 +24,25 @@ from app.encoding import (
     TabularPipeline,
     load_pipeline,
 )
+from app.encoding.image import prepare_upload
 from app.runtimes import InferenceRuntime, RuntimeLoadError, open_runtime
+from app.serving.errors import InvalidInput, Problem, closest
+from app.serving.inference import (
+    LABEL,
+    PROBABILITIES,
+    Columns,
+    ImageFile,
+    InferenceResponse,
+    Inputs,
+    Rows,
+    Tensors,
+)
+from app.serving.schema import RequestSchema
+from app.serving.signature import Signature
 
 
 class ArtifactError(RuntimeError):
     """A version directory is incomplete or inconsistent."""
-
-
-@dataclass
-class Prediction:
-    label: str
-    probabilities: dict[str, float]
-    unknown_categories: list[str] = field(default_factory=list)
 
 
 def read_description(version_dir: Path) -> tuple[ModelCard, Pipeline]:
@@ -75,9 +83,18 @@ def _check_card_matches(card: ModelCard, pipeline: Pipeline) -> None:
         raise ArtifactError("model card does not describe an image input")
 
 
+BATCH = ""  # Problem.field of a problem with the batch as a whole (its size)
+
+
 class ServedModel:
     def __init__(
-        self, path: Path, card: ModelCard, pipeline: Pipeline, runtime: InferenceRuntime
+        self,
+        path: Path,
+        card: ModelCard,
+        pipeline: Pipeline,
+        runtime: InferenceRuntime,
+        max_instances: int = 1000,
+        max_image_pixels: int = 16_000_000,
     ) -> None:
         self.path = path
         self.card = card
@@ -86,6 +103,12 @@ class ServedModel:
         self.classes = card.classes
         self.pipeline = pipeline
         self.runtime = runtime
+        self.signature = Signature.of(card)
+        self.schema = RequestSchema(card, max_instances)
+        self.max_instances = max_instances
+        self.max_image_pixels = max_image_pixels
+        self.fields = frozenset(f.name for f in card.inputs)
+        self._class_array = np.asarray(card.classes, dtype=object)
         self.load_seconds = 0.0
 
     # ------------------------------------------------------------------ load
@@ -95,6 +118,8 @@ class ServedModel:
         version_dir: Path,
         runtime: Literal["onnx", "tensorflow", "keras"],
         threads: int = 1,
+        max_instances: int = 1000,
+        max_image_pixels: int = 16_000_000,
     ) -> ServedModel:
         """Read, cross-check and warm up one version; raise with a clear reason."""
         started = time.perf_counter()
@@ -103,14 +128,17 @@ class ServedModel:
             engine = open_runtime(runtime, version_dir, threads)
         except RuntimeLoadError as exc:
             raise ArtifactError(str(exc)) from None
-        model = cls(version_dir, card, pipeline, engine)
+        model = cls(version_dir, card, pipeline, engine, max_instances, max_image_pixels)
         model.warm_up()
         model.load_seconds = time.perf_counter() - started
         return model
 
     def warm_up(self) -> None:
         """One real prediction on the card's example, so the first client isn't slow."""
-        x = self.encode_example()
+        try:
+            x = self.encode(Rows([self.card.example])).matrix
+        except InvalidInput as exc:
+            raise ArtifactError(f"the card's example is rejected: {exc}") from None
         try:
             probabilities = self.predict(x)
         except Exception as exc:
@@ -121,30 +149,140 @@ class ServedModel:
                 f"[1, {len(self.classes)}]"
             )
 
-    def encode_example(self) -> np.ndarray:
-        if isinstance(self.pipeline, ImagePipeline):
-            return self.pipeline.encode(np.asarray([self.card.example["image"]]))
-        return self.pipeline.encode_rows([self.card.example]).matrix
-
-    # ------------------------------------------------------------ preprocess
     @property
     def is_image(self) -> bool:
         return isinstance(self.pipeline, ImagePipeline)
 
-    def preprocess_records(self, records: Sequence[Mapping[str, Any]]) -> EncodedBatch:
-        if not isinstance(self.pipeline, TabularPipeline):
-            raise EncodingError("image", "this model takes images, not records")
-        return self.pipeline.encode_rows(records)
+    # ------------------------------------------------------------ preprocess
+    def encode(self, inputs: Inputs) -> EncodedBatch:
+        """Validate raw inputs against this version's schema and encode them.
 
-    def preprocess_columns(self, columns: Mapping[str, Sequence[Any]], n: int) -> EncodedBatch:
-        if not isinstance(self.pipeline, TabularPipeline):
-            raise EncodingError("image", "this model takes images, not records")
-        return self.pipeline.encode_columns(columns, n)
+        Raises InvalidInput listing what is wrong, located by field and instance.
+        """
+        n = len(inputs)
+        if not 1 <= n <= self.max_instances:
+            problem = (
+                f"at most {self.max_instances} instances per request, got {n}"
+                if n
+                else "must hold at least one instance"
+            )
+            raise InvalidInput([Problem(BATCH, problem)])
+        if isinstance(inputs, ImageFile):
+            return self._encode_upload(inputs)
+        if isinstance(inputs, Tensors):
+            inputs = self._columns_of(inputs)
+        if isinstance(self.pipeline, ImagePipeline):
+            return self._encode_images(self.pipeline, inputs)
+        assert isinstance(self.pipeline, TabularPipeline)
+        if isinstance(inputs, Columns):
+            self._check_names(inputs.columns, None)
+            try:
+                return self.pipeline.encode_columns(inputs.columns, n)
+            except EncodingError as exc:
+                raise InvalidInput([Problem(exc.field, exc.problem, exc.index)]) from None
+        rows = inputs.rows
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InvalidInput([Problem(BATCH, "must be an object keyed by input name", i)])
+            if not row.keys() <= self.fields:
+                self._check_names(row, i)
+        try:
+            return self.pipeline.encode_rows(rows)
+        except EncodingError as exc:
+            # the schema explains a rejection in full: every problem at once
+            problems = self.schema.explain(rows) or [Problem(exc.field, exc.problem, exc.index)]
+            raise InvalidInput(problems) from None
 
-    def preprocess_pixels(self, pixels: np.ndarray, field: str = "image") -> EncodedBatch:
+    def _columns_of(self, inputs: Tensors) -> Columns:
+        """Named tensors as columns, each checked against this version's signature."""
+        problems: list[Problem] = []
+        columns: dict[str, Any] = {}
+        sizes: dict[str, int] = {}
+        for tensor in inputs.tensors:
+            spec = self.signature.input(tensor.name)
+            if tensor.name in columns:
+                problems.append(Problem(tensor.name, "appears more than once"))
+            elif spec is None:
+                columns[tensor.name] = None
+            elif tensor.datatype not in spec.accepts:
+                problems.append(Problem(tensor.name, spec.datatype_problem(tensor.datatype)))
+            elif not spec.fits(tensor.shape):
+                problems.append(Problem(tensor.name, spec.shape_problem(tensor.shape)))
+            else:
+                values = tensor.values
+                if not self.is_image and not isinstance(values, list):
+                    values = np.asarray(values).reshape(-1).tolist()
+                columns[tensor.name] = values
+                sizes[tensor.name] = tensor.shape[0]
+        if problems:
+            raise InvalidInput(problems)
+        self._check_names(columns, None)
+        if len(set(sizes.values())) > 1:
+            listed = ", ".join(f"{n}: {s}" for n, s in sizes.items())
+            problem = f"all inputs must have the same batch size, got {listed}"
+            raise InvalidInput([Problem(BATCH, problem)])
+        return Columns(columns, len(inputs))
+
+    def _check_names(self, given: Mapping[str, Any], index: int | None) -> None:
+        expected = [f.name for f in self.card.inputs]
+        problems = [
+            Problem(name, "unexpected field", index, suggestion=closest(name, expected))
+            for name in given
+            if name not in self.fields
+        ]
+        if index is None:  # columns: every input is required (a row may omit nullable ones)
+            problems += [Problem(name, "is missing") for name in expected if name not in given]
+        if problems:
+            raise InvalidInput(problems)
+
+    def _encode_images(self, pipeline: ImagePipeline, inputs: Rows | Columns) -> EncodedBatch:
+        name = self.card.inputs[0].name
+        if isinstance(inputs, Columns):
+            self._check_names(inputs.columns, None)
+            rows: Sequence[Any] = [{name: image} for image in inputs.columns[name]]
+        else:
+            rows = inputs.rows
+        pixels = np.stack([self._image_of(row, i, pipeline) for i, row in enumerate(rows)])
+        try:
+            matrix = pipeline.encode(pixels, name)
+        except EncodingError as exc:
+            raise InvalidInput([Problem(exc.field, exc.problem, exc.index)]) from None
+        return EncodedBatch(matrix, [[] for _ in range(len(pixels))])
+
+    def _image_of(self, row: Any, i: int, pipeline: ImagePipeline) -> np.ndarray:
+        """One instance's image as ``[H, W]``, each bad one named by its index."""
+        name = self.card.inputs[0].name
+        if not isinstance(row, dict):
+            raise InvalidInput([Problem(BATCH, f"must be an object with one field, {name}", i)])
+        if row.keys() != {name}:
+            self._check_names(row, i)
+            raise InvalidInput([Problem(name, "is required", i)])
+        shape = (pipeline.height, pipeline.width)
+        flat = (shape[0] * shape[1],)
+        try:
+            array = np.asarray(row[name])
+        except (ValueError, TypeError, OverflowError):  # ragged nesting, huge integers
+            array = np.asarray([], dtype=object)
+        if array.dtype.kind not in "iuf" or array.shape not in (shape, flat):
+            problem = f"must be a {shape[0]}x{shape[1]} (or {flat[0]}) array of numbers 0-255"
+            if array.dtype.kind in "iuf":
+                problem += f", got shape {list(array.shape)}"
+            raise InvalidInput([Problem(name, problem, i)])
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidInput([Problem(name, "must not contain NaN or Infinity", i)])
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise InvalidInput([Problem(name, "intensities must be between 0 and 255", i)])
+        return array.reshape(shape)
+
+    def _encode_upload(self, upload: ImageFile) -> EncodedBatch:
         if not isinstance(self.pipeline, ImagePipeline):
-            raise EncodingError(field, "this model takes records, not images")
-        return EncodedBatch(self.pipeline.encode(pixels, field), [[] for _ in range(len(pixels))])
+            raise InvalidInput([Problem(upload.field, "this model takes records, not images")])
+        try:
+            pixels = prepare_upload(upload.data, self.max_image_pixels, upload.field)
+            matrix = self.pipeline.encode(pixels[None], upload.field)
+        except EncodingError as exc:
+            raise InvalidInput([Problem(exc.field, exc.problem, exc.index)]) from None
+        return EncodedBatch(matrix, [[]])
 
     # --------------------------------------------------------------- predict
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -156,19 +294,40 @@ class ServedModel:
         return raw
 
     # ----------------------------------------------------------- postprocess
-    def postprocess(
-        self, probabilities: np.ndarray, unknown: Sequence[Sequence[str]] = ()
-    ) -> list[Prediction]:
-        best = probabilities.argmax(axis=1)
-        rows = probabilities.tolist()
-        return [
-            Prediction(
-                label=self.classes[int(best[i])],
-                probabilities=dict(zip(self.classes, rows[i], strict=True)),
-                unknown_categories=list(unknown[i]) if unknown else [],
-            )
-            for i in range(len(rows))
-        ]
+    def select_outputs(self, requested: Sequence[str] | None) -> list[str]:
+        """The outputs to build, in request order; unknown or repeated names are refused
+        (a repeated name would repeat the whole tensor in the answer)."""
+        known = self.signature.output_names
+        if requested is None:
+            return known
+        problems = []
+        for i, name in enumerate(requested):
+            if name not in known:
+                problem = f"unknown output {name!r}; the model gives {', '.join(known)}"
+                problems.append(Problem("outputs", problem, suggestion=closest(name, known)))
+            elif name in requested[:i]:
+                problems.append(Problem("outputs", f"output {name!r} is requested more than once"))
+        if problems:
+            raise InvalidInput(problems)
+        return list(requested)
+
+    def respond(
+        self,
+        probabilities: np.ndarray,
+        encoded: EncodedBatch,
+        outputs: Sequence[str],
+        request_id: str | None = None,
+    ) -> InferenceResponse:
+        probabilities = probabilities.astype(np.float32, copy=False)
+        named: dict[str, np.ndarray] = {}
+        for name in outputs:
+            if name == PROBABILITIES:
+                named[name] = probabilities
+            elif name == LABEL:
+                named[name] = self._class_array[probabilities.argmax(axis=1)]
+        return InferenceResponse(
+            self.name, self.version, self.classes, named, encoded.unknown, request_id
+        )
 
     def close(self) -> None:
         self.runtime.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from app.artifacts import version_dirs
+from app.serving.errors import ModelNotFound
 from app.serving.model import ArtifactError, ServedModel
 
 log = logging.getLogger(__name__)
@@ -38,23 +39,20 @@ class VersionState:
     load_seconds: float = 0.0
 
 
-class ModelNotFound(LookupError):
-    def __init__(self, name: str, version: int | None = None, reason: str = "") -> None:
-        self.name, self.version = name, version
-        what = f"model {name!r}" if version is None else f"version {version} of model {name!r}"
-        super().__init__(f"{what} {reason or 'is not found'}")
-
-
 class ModelRepository:
     def __init__(
         self,
         models_dir: Path,
         runtime: Literal["onnx", "tensorflow", "keras"],
         threads: int = 1,
+        max_instances: int = 1000,
+        max_image_pixels: int = 16_000_000,
     ) -> None:
         self.models_dir = models_dir
         self.runtime = runtime
         self.threads = threads
+        self.max_instances = max_instances
+        self.max_image_pixels = max_image_pixels
         self._states: dict[str, dict[int, VersionState]] = {}
         self._lock = threading.Lock()
         self.startup_complete = False
@@ -71,7 +69,9 @@ class ModelRepository:
         state = VersionState(name, version, path, VersionStatus.LOADING)
         self._states.setdefault(name, {}).setdefault(version, state)
         try:
-            model = ServedModel.load(path, self.runtime, self.threads)
+            model = ServedModel.load(
+                path, self.runtime, self.threads, self.max_instances, self.max_image_pixels
+            )
         except ArtifactError as exc:
             state = VersionState(name, version, path, VersionStatus.FAILED, str(exc))
             log.error("model %s v%s failed to load: %s", name, version, exc)
@@ -103,7 +103,9 @@ class ModelRepository:
         with self._lock:
             state = self._states.get(name, {}).get(version)
             if state is None:
-                raise ModelNotFound(name, version)
+                raise ModelNotFound(
+                    name, version, known=[str(v) for v in self._states.get(name, {})]
+                )
             unloaded = VersionState(name, version, state.path, VersionStatus.UNLOADED)
             self._states[name][version] = unloaded
         for listener in self.listeners:
@@ -116,7 +118,7 @@ class ModelRepository:
 
     def versions(self, name: str) -> dict[int, VersionState]:
         if name not in self._states:
-            raise ModelNotFound(name)
+            raise ModelNotFound(name, known=self._states)
         return dict(sorted(self._states[name].items()))
 
     def states(self) -> list[VersionState]:
@@ -132,7 +134,7 @@ class ModelRepository:
             return serving[-1]
         state = versions.get(version)
         if state is None:
-            raise ModelNotFound(name, version)
+            raise ModelNotFound(name, version, known=[str(v) for v in versions])
         if state.model is None:
             raise ModelNotFound(name, version, f"is not serving ({state.status})")
         return state.model

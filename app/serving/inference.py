@@ -1,0 +1,101 @@
+"""The protocol-neutral inference request and response.
+
+Every protocol adapter (native, Open Inference v2, TF Serving, gRPC) decodes its
+wire format into one :class:`InferenceRequest` and encodes the
+:class:`InferenceResponse` back; the data plane does everything in between.
+Inputs are *raw* named values, exactly as a client sent them: validation and
+encoding belong to the model version, never to a protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PROBABILITIES = "probabilities"
+LABEL = "label"
+OUTPUT_NAMES = (PROBABILITIES, LABEL)
+
+
+@dataclass
+class Rows:
+    """Instances as records: ``[{"age": 39, ...}, ...]`` (native, TF Serving rows)."""
+
+    rows: Sequence[Any]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class Columns:
+    """One sequence (or array) per input, all of one length (OIP v2, TF Serving columns)."""
+
+    columns: Mapping[str, Any]
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass
+class Tensor:
+    """One named, typed tensor as a standard protocol sent it (OIP v2 over REST or gRPC).
+
+    ``values`` is flat row-major Python data (tabular inputs) or an array of ``shape``.
+    The data plane checks name, datatype and shape against the version's signature.
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    values: Any
+
+
+@dataclass
+class Tensors:
+    tensors: list[Tensor]
+
+    def __len__(self) -> int:
+        first = self.tensors[0] if self.tensors else None
+        return first.shape[0] if first is not None and first.shape else 0
+
+
+@dataclass
+class ImageFile:
+    """An uploaded picture (PNG, JPEG, MPO): decoded and prepared MNIST-style in the plane."""
+
+    data: bytes
+    field: str = "file"
+
+    def __len__(self) -> int:
+        return 1
+
+
+Inputs = Rows | Columns | Tensors | ImageFile
+
+
+@dataclass
+class InferenceRequest:
+    inputs: Inputs
+    outputs: Sequence[str] | None = None  # None: every output
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+
+@dataclass
+class InferenceResponse:
+    """Named outputs of one version, plus per-instance notes on how inputs were read."""
+
+    model: str
+    version: int
+    classes: list[str]
+    outputs: dict[str, np.ndarray]  # only the requested ones, in request order
+    unknown_categories: list[list[str]]
+    id: str | None = None
+
+    def labels(self) -> list[str]:
+        return [str(v) for v in self.outputs[LABEL].tolist()] if LABEL in self.outputs else []
