@@ -38,9 +38,9 @@ def test_protocol_code_never_encodes_or_runs_a_model(path: Path) -> None:
     "path", modules("serving") + modules("encoding") + modules("runtimes"), ids=lambda p: p.name
 )
 def test_model_code_never_knows_http_or_grpc(path: Path) -> None:
-    web = {
-        m for m in imports_of(path) if m.split(".")[0] in {"fastapi", "starlette", "grpc"}
-    } | {m for m in imports_of(path) if m.startswith("app.api")}
+    web = {m for m in imports_of(path) if m.split(".")[0] in {"fastapi", "starlette", "grpc"}} | {
+        m for m in imports_of(path) if m.startswith("app.api")
+    }
     assert not web, f"{path.name} imports {sorted(web)}"
 
 

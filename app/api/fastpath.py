@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from fastapi.routing import APIRoute, APIRouter
@@ -59,23 +59,39 @@ class UnsafeHotRoute(RuntimeError):
 def hot_routes(routes: Sequence[Any]) -> list[tuple[re.Pattern[str], Endpoint]]:
     """Every marked route, in routing order; refuses those the fast path would alter."""
     found = []
-    for route in routes:
+    for route, context in _effective_routes(routes):
         if not isinstance(route, HotRoute):
             continue
+        path = context.path
         parameters = [p.name for p in inspect.signature(route.endpoint).parameters.values()]
         if parameters != ["request"]:
             raise UnsafeHotRoute(
-                f"{route.path}: a hot route's endpoint must take only the Request, not {parameters}"
+                f"{path}: a hot route's endpoint must take only the Request, not {parameters}"
             )
-        if route.dependant.dependencies or route.dependencies:
+        dependant = getattr(context, "dependant", None)
+        if context.dependencies or (dependant is not None and dependant.dependencies):
             raise UnsafeHotRoute(
-                f"{route.path}: a hot route must have no dependencies; the fast path would "
-                "skip them"
+                f"{path}: a hot route must have no dependencies; the fast path would skip them"
             )
         if route.methods != {"POST"}:
-            raise UnsafeHotRoute(f"{route.path}: only POST routes can be hot")
-        found.append((route.path_regex, route.endpoint))
+            raise UnsafeHotRoute(f"{path}: only POST routes can be hot")
+        found.append((context.path_regex, route.endpoint))
     return found
+
+
+def _effective_routes(routes: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
+    """(route, its effective context) pairs: the path, regex and dependencies a route has
+    once included (prefixes and router dependencies applied). FastAPI up to 0.128 copies
+    included routes into ``app.routes``; later releases keep included routers, whose
+    ``effective_candidates()`` give the same facts."""
+    for route in routes:
+        candidates = getattr(route, "effective_candidates", None)
+        if callable(candidates):
+            yield from _effective_routes(candidates())
+        elif isinstance(route, APIRoute):
+            yield route, route
+        elif isinstance(getattr(route, "original_route", None), APIRoute):
+            yield route.original_route, route
 
 
 def route_path(scope: Scope) -> str:

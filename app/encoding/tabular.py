@@ -311,7 +311,10 @@ class _FeaturePlan:
             isinstance(value, bool) or not isinstance(value, (int, float))
         ):
             raise EncodingError(name, f"must be a number, got {type(value).__name__}", index)
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:  # an integer literal such as 10**400
+            raise EncodingError(name, "is too large to be a number here", index) from None
         if not math.isfinite(x):
             raise EncodingError(name, "must be a finite number", index)
         if self.integer and not x.is_integer():
