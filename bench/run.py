@@ -38,7 +38,18 @@ BENCH = ROOT / "bench"
 LUA = BENCH / "request.lua"
 PEER_SCRIPT = BENCH / "kserve_peer.py"
 MODELS_DIR = ROOT / "models"
-GROUPS = ("noop", "native", "v2", "naive", "batching", "peer")
+GROUPS = (
+    "noop",
+    "native",
+    "v2",
+    "tfserving",
+    "nolog",
+    "workers",
+    "triton",
+    "naive",
+    "batching",
+    "peer",
+)
 # (label, model name, pinned version or None for the highest)
 MODELS: tuple[tuple[str, str, int | None], ...] = (
     ("income", "income", None),
@@ -50,22 +61,45 @@ MODELS: tuple[tuple[str, str, int | None], ...] = (
 TABULAR = ("income", "salary", "iris")
 DIGITS = ("digits v1", "digits v2")
 PEER_MODEL = ("digits", 2)
+TRITON_MODEL = ("digits", 1)
+TRITON_SCRIPT = BENCH / "triton_peer.py"
+# native req/s at c=64 in the README table before the single data plane (access log off,
+# same machine kind, an earlier run): the floor issue 11 sets for the native figures
+PREVIOUS_NATIVE = {
+    "income": 7130,
+    "salary": 7928,
+    "iris": 8343,
+    "digits v1": 4409,
+    "digits v2": 3758,
+}
 
 
 # ----------------------------------------------------------------------------- model
 @dataclass(frozen=True)
 class Server:
-    """One server configuration; ``runtime`` is ``kserve`` for the peer."""
+    """One server configuration; ``runtime`` is ``kserve`` or ``triton`` for the peers.
+
+    keras-serve runs with a user's defaults except where a field says otherwise.
+    """
 
     key: str
     runtime: str
     batching: bool = True
+    workers: int = 1
+    access_log: bool = True
 
     @property
     def label(self) -> str:
         if self.runtime == "kserve":
             return "KServe (peer)"
-        return f"{self.runtime}, batching {'on' if self.batching else 'off'}"
+        if self.runtime == "triton":
+            return "Triton 2.51 via PyTriton (peer)"
+        label = f"{self.runtime}, batching {'on' if self.batching else 'off'}"
+        if self.workers > 1:
+            label += f", {self.workers} workers"
+        if not self.access_log:
+            label += ", access log off"
+        return label
 
 
 @dataclass(frozen=True)
@@ -120,6 +154,9 @@ TF = Server("tf", "tensorflow")
 TF_OFF = Server("tf-off", "tensorflow", batching=False)
 KERAS = Server("keras", "keras", batching=False)
 PEER = Server("peer", "kserve")
+TRITON = Server("triton", "triton")
+ONNX_NOLOG = Server("onnx-nolog", "onnx", access_log=False)
+ONNX_2 = Server("onnx-2w", "onnx", workers=2)
 
 
 # ----------------------------------------------------------------------------- rows
@@ -161,6 +198,11 @@ def v2_body(name: str, version: int | None) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+def tfserving_body(name: str, version: int | None) -> bytes:
+    """The card's example in TF Serving's row format."""
+    return json.dumps({"instances": [card(name, version)["example"]]}).encode()
+
+
 def model_path(name: str, version: int | None, suffix: str) -> str:
     pinned = f"/versions/{version}" if version else ""
     return f"/models/{name}{pinned}/{suffix}"
@@ -171,6 +213,16 @@ def build_rows(groups: list[str]) -> list[Row]:
     for group in groups:
         if group == "noop":
             rows.append(Row("noop", group, "no-op GET /health/live", ONNX, "GET", "/health/live"))
+        if group == "nolog":
+            rows.append(
+                Row(
+                    "nolog/noop", group, "no-op GET /health/live", ONNX_NOLOG, "GET", "/health/live"
+                )
+            )
+        if group == "workers":
+            rows.append(
+                Row("workers/noop", group, "no-op GET /health/live", ONNX_2, "GET", "/health/live")
+            )
         for label, name, version in MODELS:
             if group == "native":
                 rows.append(
@@ -191,6 +243,43 @@ def build_rows(groups: list[str]) -> list[Row]:
                         group,
                         f"v2 infer {label}",
                         ONNX,
+                        "POST",
+                        "/v2" + model_path(name, version, "infer"),
+                        v2_body(name, version),
+                    )
+                )
+            elif group == "tfserving":
+                pinned = f"/versions/{version}" if version else ""
+                rows.append(
+                    Row(
+                        f"tfserving/{label}",
+                        group,
+                        f"TF Serving predict {label}",
+                        ONNX,
+                        "POST",
+                        f"/v1/models/{name}{pinned}:predict",
+                        tfserving_body(name, version),
+                    )
+                )
+            elif group == "nolog":
+                rows.append(
+                    Row(
+                        f"nolog/{label}",
+                        group,
+                        f"native {label}",
+                        ONNX_NOLOG,
+                        "POST",
+                        model_path(name, version, "predict"),
+                        native_body(name, version),
+                    )
+                )
+            elif group == "workers":
+                rows.append(
+                    Row(
+                        f"workers/v2/{label}",
+                        group,
+                        f"v2 infer {label}",
+                        ONNX_2,
                         "POST",
                         "/v2" + model_path(name, version, "infer"),
                         v2_body(name, version),
@@ -223,6 +312,19 @@ def build_rows(groups: list[str]) -> list[Row]:
                         native_body(name, version),
                     )
                 )
+        if group == "triton":
+            name, version = TRITON_MODEL
+            rows.append(
+                Row(
+                    "triton/digits v1",
+                    group,
+                    "Triton v2 infer digits v1 (peer)",
+                    TRITON,
+                    "POST",
+                    f"/v2/models/{name}/infer",
+                    v2_body(name, version),
+                )
+            )
         if group == "peer":
             name, version = PEER_MODEL
             rows.append(
@@ -384,14 +486,32 @@ def command(
             "--enable_grpc",
             "false",
         ], env
+    if server.runtime == "triton":
+        name, version = TRITON_MODEL
+        python = str(ensure_triton_venv(Path(args.triton_venv)))
+        return [
+            python,
+            str(TRITON_SCRIPT),
+            "--model_dir",
+            str(MODELS_DIR / name / str(version)),
+            "--model_name",
+            name,
+            "--http_port",
+            str(port),
+            "--grpc_port",
+            str(free_port()),
+            "--metrics_port",
+            str(free_port()),
+        ], env
     env.update(
         {
             "HOST": "127.0.0.1",
             "PORT": str(port),
-            "WORKERS": "1",
+            "GRPC_PORT": str(free_port()),
+            "WORKERS": str(server.workers),
             "RUNTIME": server.runtime,
             "BATCHING": str(server.batching).lower(),
-            "ACCESS_LOG": str(args.access_log).lower(),
+            "ACCESS_LOG": str(server.access_log and args.access_log).lower(),
             "LOG_LEVEL": "warning",
             "DRAIN_SECONDS": "2",
             "MODELS_DIR": str(MODELS_DIR),
@@ -407,7 +527,11 @@ def serve(server: Server, args: argparse.Namespace, startup: Startup) -> Iterato
     argv, env = command(server, port, args)
     log = Path(args.log_dir) / f"{server.key}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    ready_path = "/v2/health/ready" if server.runtime == "kserve" else "/health/ready"
+    ready_path = {
+        "kserve": "/v2/health/ready",
+        # Triton's server readiness comes before the model's
+        "triton": f"/v2/models/{TRITON_MODEL[0]}/ready",
+    }.get(server.runtime, "/health/ready")
     with log.open("wb") as sink:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -479,6 +603,32 @@ def ensure_peer_venv(venv: Path) -> Path:
             "kserve",
             "onnxruntime",
         ],
+        probe,
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(step[:4])} failed: {done.stderr.strip()[-500:]}")
+    return python
+
+
+def ensure_triton_venv(venv: Path) -> Path:
+    """Triton's interpreter: a venv from Debian's python3.11 with nvidia-pytriton and
+    onnxruntime, created when missing (the backend stub links libpython3.11.so)."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import pytriton, onnxruntime"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    base = Path("/usr/bin/python3.11")
+    if not base.exists():
+        raise RuntimeError(
+            "the Triton peer needs Debian's /usr/bin/python3.11 (apt-get install python3.11-venv)"
+        )
+    print(f"creating Triton's virtual environment in {venv}...", file=sys.stderr, flush=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [str(base), "-m", "venv", "--clear", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "nvidia-pytriton", "onnxruntime"],
         probe,
     ]
     for step in steps:
@@ -790,16 +940,78 @@ def targets(results: Results) -> list[Check]:
     return checks
 
 
+def data_plane_targets(results: Results) -> list[Check]:
+    """The targets of issue 11 (one data plane), checked against this run's figures."""
+    checks: list[Check] = []
+    for label, _, _ in MODELS:
+        checks.append(
+            ratio_check(
+                results,
+                f"v2 {label} >= 0.8x native req/s at c=64",
+                f"v2/{label}",
+                f"native/{label}",
+                64,
+                0.8,
+            )
+        )
+    checks.append(
+        ratio_check(results, "v2 income >= 0.60x no-op req/s at c=64", "v2/income", "noop", 64, 0.6)
+    )
+    for group in ("native", "v2", "tfserving"):
+        for label, _, _ in MODELS:
+            figure = results.at(f"{group}/{label}", 1)
+            checks.append(
+                Check(
+                    f"{group} {label} p99 at c=1 <= 2 ms",
+                    "not measured" if figure is None else f"{figure.p99_ms:.2f} ms",
+                    None if figure is None else figure.p99_ms <= 2.0,
+                )
+            )
+    for label, _, _ in MODELS:
+        figure, before = results.at(f"nolog/{label}", 64), PREVIOUS_NATIVE[label]
+        checks.append(
+            Check(
+                f"native {label}, access log off, c=64, vs the README before (VM noise 15-30%)",
+                "not measured"
+                if figure is None
+                else f"{figure.rps:,.0f} vs {before:,} req/s = {figure.rps / before:.2f}x",
+                None if figure is None else figure.rps >= 0.85 * before,
+            )
+        )
+    peer = results.at("triton/digits v1", 64)
+    for row_id, minimum, what in (
+        ("v2/digits v1", 1.0, "1 worker"),
+        ("workers/v2/digits v1", 1.5, "2 workers"),
+    ):
+        ours = results.at(row_id, 64)
+        target = f"v2 digits v1 ({what}) >= {minimum:g}x Triton req/s at c=64, lower p99"
+        if ours is None or peer is None or not peer.rps:
+            checks.append(Check(target, "not measured", None))
+            continue
+        ratio = ours.rps / peer.rps
+        checks.append(
+            Check(
+                target,
+                f"{ratio:.2f}x ({ours.rps:,.0f} vs {peer.rps:,.0f} req/s), "
+                f"p99 {ours.p99_ms:.2f} vs {peer.p99_ms:.2f} ms",
+                ratio >= minimum and ours.p99_ms < peer.p99_ms,
+            )
+        )
+    return checks
+
+
 def report(results: Results, args: argparse.Namespace, header: list[str]) -> str:
     checks = targets(results)
+    plane_checks = data_plane_targets(results)
     verdict = {True: "PASS", False: "FAIL", None: "n/a"}
     lines = [
         f"# keras-serve bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         *header,
         f"- wrk: {args.duration} s per row and concurrency, {args.warmup} s warm-up, "
-        f"{args.threads} thread(s); one uvicorn worker per server; access logs "
-        f"{'on' if args.access_log else 'off'}",
+        f"{args.threads} thread(s); keras-serve as `python -m app` with its defaults (one "
+        f"worker, access log {'on' if args.access_log else 'off'}) except where a row's server "
+        "says otherwise",
         f"- load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
         "",
         "## Start to ready",
@@ -818,6 +1030,12 @@ def report(results: Results, args: argparse.Namespace, header: list[str]) -> str
         "| target | measured | result |",
         "|---|---|---|",
         *(f"| {c.target} | {c.measured} | {verdict[c.passed]} |" for c in checks),
+        "",
+        "## Targets (issue 11: one data plane)",
+        "",
+        "| target | measured | result |",
+        "|---|---|---|",
+        *(f"| {c.target} | {c.measured} | {verdict[c.passed]} |" for c in plane_checks),
     ]
     if results.problems:
         lines += ["", "## Problems", ""]
@@ -882,8 +1100,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--access-log",
-        action="store_true",
-        help="keep keras-serve's access log on (off by default, as for the peer)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keras-serve's access log, on as a user gets it (the nolog rows turn it off)",
+    )
+    parser.add_argument(
+        "--triton-venv",
+        default=str(cache / "pytriton-venv"),
+        help="Triton's virtual environment, created when missing",
     )
     parser.add_argument(
         "--python",

@@ -76,8 +76,9 @@ def _flatten(data: Any) -> list[Any]:
 
 def _check_values(tensor: str, datatype: str, values: list[Any]) -> None:
     if datatype == "BYTES":
-        if not all(isinstance(v, str) for v in values):
-            raise bad(tensor, "BYTES data must be strings")
+        for v in values:
+            if v.__class__ is not str:
+                raise bad(tensor, "BYTES data must be strings")
     elif datatype == "BOOL":
         if not all(isinstance(v, bool) for v in values):
             raise bad(tensor, "BOOL data must be true or false")
@@ -104,7 +105,7 @@ def from_json(
     if not isinstance(data, list):
         raise bad(tensor, "data must be an array (flat or nested, row-major)")
     if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
-        values = data if not any(isinstance(v, list) for v in data) else _flatten(data)
+        values = _flatten(data) if len(shape) == 2 else data
         if len(values) != shape[0]:
             raise bad(
                 tensor, f"shape {list(shape)} holds {shape[0]} values, but data has {len(values)}"

@@ -14,6 +14,7 @@ back. Which tensors a model takes, and what its values may be, the data plane ch
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -50,6 +51,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+MAX_DIMENSION = 2**31
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 # the infer routes on their own router, so the app can try them before the rest
@@ -188,19 +190,33 @@ def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, boo
 def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:
     """One input tensor, from JSON data or from the binary bytes at ``offset``;
     returns the offset of the next input's binary data."""
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+    if type(item) is not dict or type(item.get("name")) is not str:
         raise ClientError(400, f"inputs[{i}]: must be an object with a name, shape and datatype")
-    where = f"input {item['name']!r}"
+    name: str = item["name"]
+    datatype, shape, data = item.get("datatype"), item.get("shape"), item.get("data")
+    # the common case in a few cheap checks: JSON data, no parameters, a known datatype,
+    # a one-dimensional shape (one value per instance)
+    if (
+        len(item) == 4
+        and data is not None
+        and datatype in tensors.DTYPES
+        and type(shape) is list
+        and len(shape) == 1
+        and type(shape[0]) is int
+        and 0 <= shape[0] <= MAX_DIMENSION
+    ):
+        values = tensors.from_json(f"input {name!r}", datatype, shape, data)
+        return Tensor(name, datatype, (shape[0],), values), offset
+    where = f"input {name!r}"
     extra = item.keys() - INPUT_KEYS
     if extra:
         raise tensors.bad(where, f"unexpected field {min(extra)!r}")
-    datatype, shape = item.get("datatype"), item.get("shape")
     if not isinstance(datatype, str) or datatype not in tensors.DTYPES:
         raise tensors.bad(where, f"unknown datatype {datatype!r}")
     if not (
         isinstance(shape, list)
         and 0 < len(shape) <= 8
-        and all(type(d) is int and 0 <= d <= 2**31 for d in shape)
+        and all(type(d) is int and 0 <= d <= MAX_DIMENSION for d in shape)
     ):
         raise tensors.bad(where, f"shape must be a list of 1 to 8 sizes >= 0, got {shape!r}")
     parameters = item.get("parameters") or {}
@@ -209,12 +225,11 @@ def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor,
     if "shared_memory_region" in parameters:
         raise tensors.bad(where, "shared memory is not supported")
     size = parameters.get("binary_data_size")
-    data = item.get("data")
     if size is None:
         if data is None:
             raise tensors.bad(where, "data is missing")
         values = tensors.from_json(where, datatype, shape, data)
-        return Tensor(item["name"], datatype, tuple(shape), values), offset
+        return Tensor(name, datatype, tuple(shape), values), offset
     if data is not None:
         raise tensors.bad(where, "has both data and binary_data_size; send one")
     if type(size) is not int or size < 0 or offset + size > len(binary):
@@ -223,7 +238,7 @@ def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor,
         )
     chunk = binary[offset : offset + size]
     values = tensors.from_binary(where, datatype, shape, chunk)
-    return Tensor(item["name"], datatype, tuple(shape), values), offset + size
+    return Tensor(name, datatype, tuple(shape), values), offset + size
 
 
 def requested_outputs(
@@ -290,6 +305,12 @@ def encode(response: InferenceResponse, binary: dict[str, bool], classes: str) -
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def classes_parameter(classes: tuple[str, ...]) -> str:
+    """The class order as OIP parameters carry it: a JSON array in a string."""
+    return json.dumps(list(classes))
+
+
 def describe(problem: Problem) -> str:
     """A serving problem in this protocol's words: tensors, and items within them."""
     if problem.field in ("", "outputs"):
@@ -329,7 +350,7 @@ async def infer(request: Request, name: str, version: int | None) -> Response:
         response = await dataplane.infer(name, version, infer_request)
     except ServingError as exc:
         return render(exc)
-    return encode(response, binary_outputs, json.dumps(response.classes))
+    return encode(response, binary_outputs, classes_parameter(response.classes))
 
 
 @hot_post(

@@ -92,7 +92,7 @@ class InferenceResponse:
 
     model: str
     version: int
-    classes: list[str]
+    classes: tuple[str, ...]
     outputs: dict[str, np.ndarray]  # only the requested ones, in request order
     unknown_categories: list[list[str]]
     id: str | None = None

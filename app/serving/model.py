@@ -326,7 +326,7 @@ class ServedModel:
             elif name == LABEL:
                 named[name] = self._class_array[probabilities.argmax(axis=1)]
         return InferenceResponse(
-            self.name, self.version, self.classes, named, encoded.unknown, request_id
+            self.name, self.version, self.signature.classes, named, encoded.unknown, request_id
         )
 
     def close(self) -> None:

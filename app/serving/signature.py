@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.artifacts import InputField, ModelCard
 from app.serving.inference import LABEL, PROBABILITIES
@@ -37,6 +37,8 @@ class TensorSpec:
         return list(self.shapes[0])
 
     def fits(self, shape: Sequence[int]) -> bool:
+        if len(shape) == 1 and self.shapes[0] == (-1,):  # a column: the common case
+            return True
         return any(
             len(shape) == len(p) and all(w in (-1, s) for s, w in zip(shape, p, strict=True))
             for p in self.shapes
@@ -74,6 +76,10 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     classes: tuple[str, ...]
+    _by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.name: s for s in self.inputs})
 
     @classmethod
     def of(cls, card: ModelCard) -> Signature:
@@ -92,7 +98,7 @@ class Signature:
         return [s.name for s in self.outputs]
 
     def input(self, name: str) -> TensorSpec | None:
-        return next((s for s in self.inputs if s.name == name), None)
+        return self._by_name.get(name)
 
     def output(self, name: str) -> TensorSpec | None:
         return next((s for s in self.outputs if s.name == name), None)
