@@ -79,7 +79,7 @@ async def read_json(request: Request) -> Any:
     """The request's JSON body; large ones are parsed off the event loop."""
     body = await request.body()
     if len(body) >= LARGE_BODY:
-        return await request.app.state.dataplane.offload(parse_json, body)
+        return await request.app.state.dataplane.offload_serial(parse_json, body)
     return parse_json(body)
 
 

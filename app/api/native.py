@@ -82,6 +82,16 @@ def split_instances(payload: Any) -> tuple[list[Any], bool]:
 
 
 # ------------------------------------------------------------------- encoding
+# from this many instances on, the answer is built off the event loop
+LARGE_ANSWER = 64
+
+
+async def answer(dataplane: DataPlane, response: InferenceResponse) -> FastJSONResponse:
+    if len(response) >= LARGE_ANSWER:
+        return await dataplane.offload(respond, response)
+    return respond(response)
+
+
 def respond(response: InferenceResponse) -> FastJSONResponse:
     classes = response.classes
     labels = response.labels()
@@ -128,11 +138,12 @@ def render(exc: ServingError, single: bool = True) -> FastJSONResponse:
 async def predict(request: Request, version: int | None) -> FastJSONResponse:
     instances, single = split_instances(await read_json(request))
     infer_request = InferenceRequest(Rows(instances))
+    dataplane = plane(request)
     try:
-        response = await plane(request).infer(request.path_params["name"], version, infer_request)
+        response = await dataplane.infer(request.path_params["name"], version, infer_request)
     except ServingError as exc:
         return render(exc, single)
-    return respond(response)
+    return await answer(dataplane, response)
 
 
 # --------------------------------------------------------------------- routes

@@ -342,7 +342,7 @@ async def infer(request: Request, name: str, version: int | None) -> Response:
         return render(exc)
     header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
     if len(header) >= LARGE_BODY:
-        payload = await dataplane.offload(parse_json, header)
+        payload = await dataplane.offload_serial(parse_json, header)
     else:
         payload = parse_json(header)
     infer_request, binary_outputs = decode(payload, binary)

@@ -63,6 +63,9 @@ class DataPlane:
         cores = os.cpu_count() or 2
         self.executor = ThreadPoolExecutor(max_workers=max(2, cores), thread_name_prefix="infer")
         self.preparer = ThreadPoolExecutor(max_workers=max(1, cores), thread_name_prefix="prepare")
+        # C parsers (orjson) hold the GIL for a whole document: one at a time, so that
+        # the event loop gets the GIL back between two large bodies
+        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
         self._lanes: dict[tuple[str, int], Lane] = {}
         repository.listeners.append(self._forget)
         self.metrics.track_queue(self.queue_depth)
@@ -84,7 +87,10 @@ class DataPlane:
         inputs = request.inputs
         if isinstance(inputs, ImageFile) and not model.is_image:
             raise ModelNotFound(name, version, "does not offer image uploads")
-        if isinstance(inputs, ImageFile) or len(inputs) * len(model.fields) >= OFFLOAD_VALUES:
+        if (
+            isinstance(inputs, ImageFile)
+            or len(inputs) * model.values_per_instance >= OFFLOAD_VALUES
+        ):
             encoded = await self.offload(model.encode, inputs)
         else:
             encoded = model.encode(inputs)
@@ -92,9 +98,15 @@ class DataPlane:
         return model.respond(probabilities, encoded, outputs, request.id)
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run slow request preparation (decoding, parsing) on the preparation pool."""
+        """Run slow request preparation (decoding, encoding) on the preparation pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.preparer, lambda: fn(*args, **kwargs))
+
+    async def offload_serial(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run work that holds the GIL throughout (a C parser on a large body) on one
+        thread of its own: it cannot stall the event loop for longer than one such job."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.parser, lambda: fn(*args, **kwargs))
 
     async def run(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
         """Class probabilities for encoded rows ``x`` of ``model``."""
@@ -149,5 +161,6 @@ class DataPlane:
             )
 
     def close(self) -> None:
+        self.parser.shutdown(wait=True, cancel_futures=True)
         self.preparer.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=False)

@@ -97,5 +97,9 @@ class InferenceResponse:
     unknown_categories: list[list[str]]
     id: str | None = None
 
+    def __len__(self) -> int:
+        """The number of instances answered."""
+        return len(self.unknown_categories)
+
     def labels(self) -> list[str]:
         return [str(v) for v in self.outputs[LABEL].tolist()] if LABEL in self.outputs else []

@@ -8,6 +8,7 @@ so a request pinned to a version is checked against that version's own fields.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -108,6 +109,10 @@ class ServedModel:
         self.max_instances = max_instances
         self.max_image_pixels = max_image_pixels
         self.fields = frozenset(f.name for f in card.inputs)
+        # raw values one instance carries (784 for a 28x28 image): what encoding costs
+        self.values_per_instance = sum(
+            math.prod(d for d in spec.shape[1:] if d > 0) for spec in self.signature.inputs
+        )
         self._class_array = np.asarray(card.classes, dtype=object)
         self.load_seconds = 0.0
 
