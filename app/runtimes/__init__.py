@@ -29,10 +29,15 @@ def gpu_visible() -> bool:
 
 
 def resolve(choice: RuntimeChoice) -> Literal["onnx", "tensorflow", "keras"]:
-    """``auto``: ONNX Runtime on CPU, TensorFlow where a GPU is present."""
+    """``auto``: TensorFlow where a GPU is present and TensorFlow is installed (the GPU
+    image), else ONNX Runtime, which uses CUDA itself when onnxruntime-gpu is there."""
     if choice != "auto":
         return choice
-    return "tensorflow" if gpu_visible() else "onnx"
+    import importlib.util
+
+    if gpu_visible() and importlib.util.find_spec("tensorflow") is not None:
+        return "tensorflow"
+    return "onnx"
 
 
 def open_runtime(
