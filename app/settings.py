@@ -57,6 +57,19 @@ class Settings(BaseSettings):
         "the answers are the same, byte for byte",
     )
 
+    max_in_flight: int = Field(
+        1024,
+        ge=1,
+        description="inference requests admitted at once per process; beyond it a request "
+        "is answered 503 with Retry-After at once",
+    )
+    max_queued_rows: int = Field(
+        2048,
+        ge=1,
+        description="rows waiting in one model version's batch queue; beyond it a request "
+        "is answered 503 with Retry-After at once",
+    )
+
     batching: bool = Field(True, description="merge concurrent requests into one runtime call")
     max_batch_size: int = Field(64, ge=1, description="instances per merged runtime call")
     max_batch_wait_ms: float = Field(

@@ -9,6 +9,7 @@ its own shape, and the handlers here give the native shape to any that reach the
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.api.responses import FastJSONResponse
-from app.serving.errors import ServingError
+from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded, ServingError
 
 log = logging.getLogger(__name__)
 MAX_DETAIL = 20  # one bad image must not produce a 784-entry answer
@@ -71,6 +72,20 @@ def error_response(
     if detail:
         body["detail"] = list(detail)
     return FastJSONResponse(body, status_code=status, headers=headers)
+
+
+def failure(exc: ServingError, invalid_status: int, message: str) -> FastJSONResponse:
+    """A serving error other than invalid input, as ``{"error"}`` with its HTTP status:
+    404 unknown model or version, 503 with Retry-After when overloaded, 504 when the
+    request's own deadline passed first."""
+    if isinstance(exc, ModelNotFound):
+        return error_response(404, message)
+    if isinstance(exc, Overloaded):
+        retry = str(max(1, math.ceil(exc.retry_after_s)))
+        return error_response(503, message, headers={"retry-after": retry})
+    if isinstance(exc, DeadlineExceeded):
+        return error_response(504, message)
+    return error_response(invalid_status, message)
 
 
 def location(loc: Sequence[str | int], prefix: str = "") -> str:

@@ -16,7 +16,8 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from app.api.body import read_json
-from app.api.errors import ERROR_BODY, ClientError, error_response
+from app.api.deadlines import deadline_of
+from app.api.errors import ERROR_BODY, ClientError, error_response, failure
 from app.api.examples import MODEL_NAME, VERSION
 from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
@@ -130,14 +131,14 @@ def render(exc: ServingError, single: bool = True) -> FastJSONResponse:
         first = "; ".join(f"{d['field']}: {d['problem']}" for d in detail[:3])
         more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""
         return error_response(422, first + more, detail)
-    if isinstance(exc, ModelNotFound):
-        return error_response(404, str(exc))
-    return error_response(503, str(exc), headers={"retry-after": "1"})
+    return failure(exc, 422, str(exc))
 
 
 async def predict(request: Request, version: int | None) -> FastJSONResponse:
     instances, single = split_instances(await read_json(request))
-    infer_request = InferenceRequest(Rows(instances))
+    infer_request = InferenceRequest(
+        Rows(instances), deadline=deadline_of(request), disconnected=request.is_disconnected
+    )
     dataplane = plane(request)
     try:
         response = await dataplane.infer(request.path_params["name"], version, infer_request)
@@ -170,7 +171,10 @@ async def predict_upload(
     if len(data) > limit:
         raise ClientError(413, f"file: image is larger than the limit of {limit} bytes")
     try:
-        response = await plane(request).infer(name, version, InferenceRequest(ImageFile(data)))
+        infer_request = InferenceRequest(
+            ImageFile(data), deadline=deadline_of(request), disconnected=request.is_disconnected
+        )
+        response = await plane(request).infer(name, version, infer_request)
     except ServingError as exc:
         return render(exc)
     return respond(response)

@@ -19,7 +19,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.api.body import read_json
-from app.api.errors import ERROR_BODY, ClientError, error_response
+from app.api.deadlines import deadline_of
+from app.api.errors import ERROR_BODY, ClientError, error_response, failure
 from app.api.examples import MODEL_NAME, TFSERVING_PREDICT_BODY, VERSION, path_docs
 from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
@@ -206,9 +207,7 @@ def render(exc: ServingError, kind: str) -> FastJSONResponse:
         text = "; ".join(describe(p, kind) for p in exc.problems[:3])
         more = len(exc.problems) - 3
         return error_response(400, text + (f" (and {more} more)" if more > 0 else ""))
-    if isinstance(exc, ModelNotFound):
-        return error_response(404, str(exc))
-    return error_response(503, str(exc), headers={"retry-after": "1"})
+    return failure(exc, 400, str(exc))
 
 
 def encode(response: InferenceResponse, kind: str) -> FastJSONResponse:
@@ -229,7 +228,10 @@ async def predict(request: Request, name: str, version: int | None) -> FastJSONR
         inputs = model.signature.input_names
         single = inputs[0] if len(inputs) == 1 else None
         decoded = rows_of(value, single) if kind == "instances" else columns_of(value, single)
-        response = await dataplane.infer(name, model.version, InferenceRequest(decoded))
+        infer_request = InferenceRequest(
+            decoded, deadline=deadline_of(request), disconnected=request.is_disconnected
+        )
+        response = await dataplane.infer(name, model.version, infer_request)
     except ServingError as exc:
         return render(exc, kind)
     return encode(response, kind)

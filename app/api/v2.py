@@ -25,13 +25,14 @@ from starlette.responses import Response
 from app import __version__
 from app.api import tensors
 from app.api.body import LARGE_BODY, parse_json
-from app.api.errors import ERROR_BODY, ClientError, error_response
+from app.api.deadlines import deadline_of
+from app.api.errors import ERROR_BODY, ClientError, error_response, failure
 from app.api.examples import MODEL_NAME, V2_INFER_BODY, VERSION, path_docs
 from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
 from app.api.versions import pinned
 from app.serving.dataplane import DataPlane
-from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError
+from app.serving.errors import InvalidInput, Problem, ServingError
 from app.serving.inference import (
     PROBABILITIES,
     InferenceRequest,
@@ -329,9 +330,7 @@ def render(exc: ServingError) -> Response:
         text = "; ".join(describe(p) for p in exc.problems[:3])
         more = len(exc.problems) - 3
         return error_response(400, text + (f" (and {more} more)" if more > 0 else ""))
-    if isinstance(exc, ModelNotFound):
-        return error_response(404, str(exc))
-    return error_response(503, str(exc), headers={"retry-after": "1"})
+    return failure(exc, 400, str(exc))
 
 
 async def infer(request: Request, name: str, version: int | None) -> Response:
@@ -346,6 +345,8 @@ async def infer(request: Request, name: str, version: int | None) -> Response:
     else:
         payload = parse_json(header)
     infer_request, binary_outputs = decode(payload, binary)
+    infer_request.deadline = deadline_of(request, infer_request.parameters.get("timeout"))
+    infer_request.disconnected = request.is_disconnected
     try:
         response = await dataplane.infer(name, version, infer_request)
     except ServingError as exc:

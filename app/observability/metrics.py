@@ -40,6 +40,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.rejected = Counter(
+            "keras_serve_rejected",
+            "Requests refused or dropped before the runtime: queue_full, in_flight (answered "
+            "503), deadline (its deadline passed while queued), cancelled, disconnected",
+            ["model", "version", "reason"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "keras_serve_queue_depth", "Requests waiting for a runtime call", registry=r
         )

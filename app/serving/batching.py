@@ -1,9 +1,18 @@
-"""Adaptive batching: concurrent requests for one model version share a runtime call.
+"""Adaptive batching with admission control: concurrent requests for one model
+version share a runtime call, and the queue in front of it is bounded.
 
 At most one runtime call per batcher is in flight. While it runs, new requests
 queue; when it returns, everything queued (up to ``max_batch`` rows) goes into the
 next call. A lone request runs at once. Only when others are already queued does
 the batcher wait, at most ``max_wait`` seconds, for the batch to fill.
+
+Overload is answered, not absorbed (Triton's queue policy, Ray Serve's
+``max_queued_requests``): a request that would take the queue past ``max_queued``
+rows is refused at once with :class:`Overloaded`. Queued work nobody waits for any
+more is dropped before it reaches the runtime: a caller that was cancelled (timed
+out, or its gRPC call ended), a request whose deadline passed, and one whose client
+disconnected (asked only of requests that waited, so the common path pays nothing).
+
 Each caller gets back exactly its own rows; a failed call fails only its own batch,
 and invalid input never reaches here (it is rejected while encoding).
 """
@@ -12,10 +21,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from app.serving.errors import DeadlineExceeded, Overloaded
+
+# a request that waited at least this long is asked whether its client is still there
+ASK_AFTER_S = 0.05
+
+
+@dataclass
+class Pending:
+    x: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    queued_at: float
+    deadline: float | None = None  # loop time
+    disconnected: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
 
 
 class Batcher:
@@ -26,25 +50,54 @@ class Batcher:
         max_batch: int,
         max_wait: float,
         on_batch: Callable[[int], None] | None = None,
+        max_queued: int | None = None,
+        on_drop: Callable[[str], None] | None = None,
+        name: str = "model",
     ) -> None:
         self._fn = fn
         self._executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._queue: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
+        self.max_queued = max_queued
+        self.name = name
+        self._queue: deque[Pending] = deque()
         self._queued_rows = 0
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._on_batch = on_batch
+        self._on_drop = on_drop
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def submit(
+        self,
+        x: np.ndarray,
+        deadline: float | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> np.ndarray:
+        """The runtime's rows for ``x``; raises Overloaded at once when the queue is full,
+        DeadlineExceeded when ``deadline`` (loop time) passes while it waits."""
+        if (
+            self.max_queued is not None
+            and self._queue
+            and self._queued_rows + len(x) > self.max_queued
+        ):
+            # a lone request always runs: the bound is on what waits behind others
+            if self._on_drop is not None:
+                self._on_drop("queue_full")
+            raise Overloaded(
+                f"the queue of {self.name} is full ({self._queued_rows} rows waiting, "
+                f"at most {self.max_queued}); retry shortly"
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._queue.append((x, future))
+        self._queue.append(Pending(x, future, loop.time(), deadline, disconnected))
         self._queued_rows += len(x)
         if self._arrived is not None:
             self._arrived.set()
@@ -57,23 +110,54 @@ class Batcher:
         while self._queue:
             if len(self._queue) > 1 and self._queued_rows < self.max_batch and self.max_wait > 0:
                 await self._fill(loop)
-            batch = self._take()
-            xs = [x for x, _ in batch]
+            batch = await self._live(self._take(), loop)
+            if not batch:
+                continue
+            xs = [p.x for p in batch]
             joined = xs[0] if len(xs) == 1 else np.concatenate(xs)
             if self._on_batch is not None:
                 self._on_batch(len(joined))
             try:
                 out = await loop.run_in_executor(self._executor, self._fn, joined)
             except Exception as exc:  # the runtime failed: tell every caller in the batch
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
                 continue
             start = 0
-            for x, future in batch:
-                if not future.done():  # a caller may have been cancelled meanwhile
-                    future.set_result(out[start : start + len(x)])
-                start += len(x)
+            for pending in batch:
+                if not pending.future.done():  # a caller may have been cancelled meanwhile
+                    pending.future.set_result(out[start : start + len(pending.x)])
+                start += len(pending.x)
+
+    async def _live(self, batch: list[Pending], loop: asyncio.AbstractEventLoop) -> list[Pending]:
+        """The part of ``batch`` someone still waits for; the rest is answered or dropped."""
+        now = loop.time()
+        live = []
+        for pending in batch:
+            reason = None
+            if pending.future.done():
+                reason = "cancelled"
+            elif pending.deadline is not None and now > pending.deadline:
+                reason = "deadline"
+                waited = now - pending.queued_at
+                pending.future.set_exception(
+                    DeadlineExceeded(
+                        f"the request's deadline passed after {waited:.3f} s in the queue"
+                    )
+                )
+            elif (
+                pending.disconnected is not None
+                and now - pending.queued_at >= ASK_AFTER_S
+                and await pending.disconnected()
+            ):
+                reason = "disconnected"
+                pending.future.cancel()
+            if reason is None:
+                live.append(pending)
+            elif self._on_drop is not None:
+                self._on_drop(reason)
+        return live
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         deadline = loop.time() + self.max_wait
@@ -91,12 +175,12 @@ class Batcher:
         finally:
             self._arrived = None
 
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+    def _take(self) -> list[Pending]:
         batch = [self._queue.popleft()]
-        rows = len(batch[0][0])
-        while self._queue and rows + len(self._queue[0][0]) <= self.max_batch:
+        rows = len(batch[0].x)
+        while self._queue and rows + len(self._queue[0].x) <= self.max_batch:
             item = self._queue.popleft()
-            rows += len(item[0])
+            rows += len(item.x)
             batch.append(item)
         self._queued_rows -= rows
         return batch

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -30,7 +30,7 @@ import numpy as np
 from app.observability.context import note_model
 from app.observability.metrics import Metrics
 from app.serving.batching import Batcher
-from app.serving.errors import ModelNotFound
+from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
 from app.serving.model import ServedModel
 from app.serving.repository import ModelRepository, VersionState
@@ -67,6 +67,7 @@ class DataPlane:
         # the event loop gets the GIL back between two large bodies
         self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
         self._lanes: dict[tuple[str, int], Lane] = {}
+        self.in_flight = 0  # inference requests between admission and answer
         repository.listeners.append(self._forget)
         self.metrics.track_queue(self.queue_depth)
 
@@ -87,14 +88,24 @@ class DataPlane:
         inputs = request.inputs
         if isinstance(inputs, ImageFile) and not model.is_image:
             raise ModelNotFound(name, version, "does not offer image uploads")
-        if (
-            isinstance(inputs, ImageFile)
-            or len(inputs) * model.values_per_instance >= OFFLOAD_VALUES
-        ):
-            encoded = await self.offload(model.encode, inputs)
-        else:
-            encoded = model.encode(inputs)
-        probabilities = await self.run(model, encoded.matrix)
+        if self.in_flight >= self.settings.max_in_flight:
+            self._dropped(model, "in_flight")
+            raise Overloaded(
+                f"the server is at its limit of {self.settings.max_in_flight} requests in "
+                "flight; retry shortly"
+            )
+        self.in_flight += 1
+        try:
+            heavy = len(inputs) * model.values_per_instance >= OFFLOAD_VALUES
+            if isinstance(inputs, ImageFile) or heavy:
+                encoded = await self.offload(model.encode, inputs)
+            else:
+                encoded = model.encode(inputs)
+            probabilities = await self.run(
+                model, encoded.matrix, request.deadline, request.disconnected
+            )
+        finally:
+            self.in_flight -= 1
         return model.respond(probabilities, encoded, outputs, request.id)
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -108,13 +119,25 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.parser, lambda: fn(*args, **kwargs))
 
-    async def run(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
+    async def run(
+        self,
+        model: ServedModel,
+        x: np.ndarray,
+        deadline: float | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> np.ndarray:
         """Class probabilities for encoded rows ``x`` of ``model``."""
         lane = self._lane(model)
         if lane.batcher is not None:
-            return await lane.batcher.submit(x)
+            return await lane.batcher.submit(x, deadline, disconnected)
+        if deadline is not None and time.monotonic() > deadline:
+            self._dropped(model, "deadline")
+            raise DeadlineExceeded("the request's deadline passed before the model ran")
         self.metrics.batch_size.labels(model.name, str(model.version)).observe(len(x))
         return await asyncio.get_running_loop().run_in_executor(self.executor, lane.run, x)
+
+    def _dropped(self, model: ServedModel, reason: str) -> None:
+        self.metrics.rejected.labels(model.name, str(model.version), reason).inc()
 
     # ------------------------------------------------------------------ lanes
     def _lane(self, model: ServedModel) -> Lane:
@@ -138,12 +161,20 @@ class DataPlane:
 
         batcher = None
         if self.settings.batching:
+            rejected = self.metrics.rejected
+
+            def dropped(reason: str) -> None:
+                rejected.labels(*labels, reason).inc()
+
             batcher = Batcher(
                 timed,
                 self.executor,
                 self.settings.max_batch_size,
                 self.settings.max_batch_wait_ms / 1000,
                 on_batch=self.metrics.batch_size.labels(*labels).observe,
+                max_queued=self.settings.max_queued_rows,
+                on_drop=dropped,
+                name=f"{model.name} v{model.version}",
             )
         return Lane(model, timed, batcher)
 

@@ -9,7 +9,7 @@ encoding belong to the model version, never to a protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,10 @@ class InferenceRequest:
     outputs: Sequence[str] | None = None  # None: every output
     parameters: Mapping[str, Any] = field(default_factory=dict)
     id: str | None = None
+    # when the client stops caring (time.monotonic()); work still queued then is dropped
+    deadline: float | None = None
+    # asks, without waiting, whether the client went away (HTTP: Request.is_disconnected)
+    disconnected: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
 
 
 @dataclass
