@@ -7,6 +7,9 @@ model card's shape in one place means neither side can rename a file alone.
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +21,7 @@ ONNX_FILE = "model.onnx"
 PIPELINE_FILE = "pipeline.json"
 CARD_FILE = "model_card.json"
 HISTORY_PLOT = "history.png"
+CONFIG_FILE = "config.json"  # models/<name>/config.json: version policy, labels, canary
 
 
 class InputField(BaseModel):
@@ -106,3 +110,89 @@ def read_card(version_dir: Path) -> ModelCard:
 
 def write_card(card: ModelCard, version_dir: Path) -> None:
     (version_dir / CARD_FILE).write_text(card.model_dump_json(indent=1) + "\n")
+
+
+# A label starts with a letter, so it can never be read as a version number: the two
+# grammars share the URL segment where a request names a version.
+LABEL_PATTERN = r"[a-z][a-z0-9_-]{0,31}"
+_LABEL = re.compile(LABEL_PATTERN)
+STABLE = "stable"
+CANARY = "canary"
+
+
+def parse_label(text: str) -> str | None:
+    """The one label grammar (``stable``, ``canary``, ``blue-2``): lowercase ASCII."""
+    return text if _LABEL.fullmatch(text) else None
+
+
+def parse_version_ref(text: str) -> int | str | None:
+    """A version number or a label, as a request names a version; None when neither."""
+    number = parse_version(text)
+    return number if number is not None else parse_label(text)
+
+
+class VersionPolicy(BaseModel):
+    """Which versions on disk are loaded, as in TF Serving and Triton: every one (no
+    field set), the ``latest`` N, or ``specific`` ones. Labelled versions always load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latest: int | None = Field(None, ge=1, le=1000, description="load the N highest versions")
+    specific: list[int] | None = Field(
+        None, min_length=1, description="load exactly these versions"
+    )
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.latest is not None and self.specific is not None:
+            raise ValueError("version_policy: give either latest or specific, not both")
+        for version in self.specific or []:
+            if not 1 <= version <= MAX_VERSION:
+                raise ValueError(f"version_policy.specific: {version} is not a version number")
+
+    def selects(self, versions: list[int]) -> set[int]:
+        if self.specific is not None:
+            return set(versions) & set(self.specific)
+        if self.latest is not None:
+            return set(sorted(versions)[-self.latest :])
+        return set(versions)
+
+
+class ModelConfig(BaseModel):
+    """``models/<name>/config.json``: how a model's versions are served. Optional; the
+    service watches it, and the admin API writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    labels: dict[str, int] = Field(
+        default_factory=dict,
+        description=f"label ({LABEL_PATTERN}) to version; 'stable' is the default version",
+    )
+    canary_percent: float = Field(
+        0, ge=0, le=100, description="share of default-version traffic sent to 'canary'"
+    )
+
+    def model_post_init(self, _context: Any) -> None:
+        for label, version in self.labels.items():
+            if parse_label(label) is None:
+                raise ValueError(f"labels: {label!r} must match {LABEL_PATTERN}")
+            if not 1 <= version <= MAX_VERSION:
+                raise ValueError(f"labels.{label}: {version} is not a version number")
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    """The model's config, or the defaults when it has none; raises ValueError if bad."""
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        return ModelConfig()
+    return ModelConfig.model_validate_json(path.read_bytes())
+
+
+def write_config(config: ModelConfig, model_dir: Path) -> None:
+    """Written beside and renamed into place: a watcher never reads half a file."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=model_dir)
+    with os.fdopen(fd, "w") as out:
+        out.write(config.model_dump_json(indent=1, exclude_defaults=True) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, model_dir / CONFIG_FILE)

@@ -468,10 +468,14 @@ def test_unknown_model_or_version_is_a_404(
         assert word in response.json()["error"]
 
 
-def test_version_must_be_a_positive_integer(client: TestClient) -> None:
-    for version in ("0", "two"):
+def test_version_must_be_a_positive_integer_or_a_label(client: TestClient) -> None:
+    for version in ("0", "Two", "2x"):
         response = client.post(f"/models/iris/versions/{version}/predict", json=example("iris"))
         assert_error(response, 422, "path.version")
+    # "two" is a well-formed label that iris does not have: not found, naming the label
+    response = client.post("/models/iris/versions/two/predict", json=example("iris"))
+    assert response.status_code == 404
+    assert "not a label" in response.json()["error"]
 
 
 def test_extra_unknown_field(client: TestClient) -> None:

@@ -138,7 +138,7 @@ def hostile_requests() -> list[tuple[str, str, str | bytes, dict[str, str], str]
             "Inference-Header-Content-Length",
         ),
     ]
-    for odd in ("01", "+1", " 1", "1.0", "0", "x", "99999999999", "１"):
+    for odd in ("01", "+1", " 1", "1.0", "0", "X", "-x", "99999999999", "１"):
         quoted = odd.replace(" ", "%20")
         cases += [
             ("POST", f"/models/iris/versions/{quoted}/predict", ROW, {}, "version"),

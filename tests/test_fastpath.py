@@ -26,6 +26,7 @@ HOT_PATHS = {
     "/v2/models/{name}/versions/{version}/infer",
     "/v1/models/{name}:predict",
     "/v1/models/{name}/versions/{version}:predict",
+    "/v1/models/{name}/labels/{label}:predict",
 }
 IRIS = dict(card("iris", 1).example)
 DIGIT = dict(card("digits", 1).example)
@@ -72,7 +73,9 @@ def test_the_hot_routes_are_exactly_the_prediction_routes() -> None:
     found = {pattern.pattern for pattern, _ in hot_routes(app.routes)}
     assert len(found) == len(HOT_PATHS)
     for path in HOT_PATHS:
-        concrete = path.replace("{name}", "iris").replace("{version}", "1")
+        concrete = (
+            path.replace("{name}", "iris").replace("{version}", "1").replace("{label}", "stable")
+        )
         assert any(__import__("re").match(p, concrete) for p in found), path
 
 

@@ -264,7 +264,7 @@ def test_unknown_model_or_version_is_404(triton: httpclient.InferenceServerClien
             {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]},
             400,
         ),
-        ("/v2/models/iris/versions/x/infer", {"inputs": []}, 400),
+        ("/v2/models/iris/versions/X/infer", {"inputs": []}, 400),
         ("/v2/models/nope/infer", {"inputs": []}, 404),
     ],
 )

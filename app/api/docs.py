@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.native import ERRORS as NATIVE_ERRORS
 from app.api.native import JSON_ERRORS, UPLOAD_DOC
+from app.artifacts import LABEL_PATTERN
 from app.serving.dataplane import DataPlane
 from app.serving.model import ServedModel
 
@@ -207,8 +208,11 @@ def _operation(
                 "name": "version",
                 "in": "path",
                 "required": True,
-                "description": "version number (1, 2, ...)",
-                "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,9}$"},
+                "description": "version number (1, 2, ...) or label (stable, canary, ...)",
+                "schema": {
+                    "type": "string",
+                    "pattern": f"^([1-9][0-9]{{0,9}}|{LABEL_PATTERN})$",
+                },
                 "examples": {"1": {"value": "1"}},
             }
         ]

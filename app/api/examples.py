@@ -11,10 +11,16 @@ from typing import Any
 
 from fastapi import Path
 
+from app.artifacts import LABEL_PATTERN
+
 MODEL_NAME: Any = Path(
     description="model name, e.g. iris, income, salary, digits", examples=["iris"]
 )
-VERSION: Any = Path(description="model version, a positive integer", examples=["1"])
+LABEL: Any = Path(description="version label, e.g. stable or canary", examples=["stable"])
+VERSION: Any = Path(
+    description="model version: a number (1, 2, ...) or a label (stable, canary, ...)",
+    examples=["1"],
+)
 
 IRIS_ROW = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
 
@@ -47,7 +53,7 @@ TFSERVING_PREDICT_BODY = _json_body(
 )
 
 
-def path_docs(*, version: str | None, name: bool = True) -> dict[str, Any]:
+def path_docs(*, version: str | None, name: bool = True, label: bool = False) -> dict[str, Any]:
     """OpenAPI parameters for routes that read ``request.path_params`` themselves.
 
     The hot prediction routes skip FastAPI's per-request parameter solving (a large
@@ -71,11 +77,22 @@ def path_docs(*, version: str | None, name: bool = True) -> dict[str, Any]:
                 "name": "version",
                 "in": "path",
                 "required": True,
-                "description": "model version, a positive integer",
+                "description": "model version: a number (1, 2, ...) or a label (stable, ...)",
                 "schema": {"type": version, "minimum": 1}
                 if version == "integer"
                 else {"type": version},
                 "examples": {"1": {"value": 1 if version == "integer" else "1"}},
+            }
+        )
+    if label:
+        parameters.append(
+            {
+                "name": "label",
+                "in": "path",
+                "required": True,
+                "description": "version label, e.g. stable or canary",
+                "schema": {"type": "string", "pattern": f"^{LABEL_PATTERN}$"},
+                "examples": {"stable": {"value": "stable"}},
             }
         )
     return {"parameters": parameters}

@@ -134,7 +134,7 @@ def render(exc: ServingError, single: bool = True) -> FastJSONResponse:
     return failure(exc, 422, str(exc))
 
 
-async def predict(request: Request, version: int | None) -> FastJSONResponse:
+async def predict(request: Request, version: int | str | None) -> FastJSONResponse:
     instances, single = split_instances(await read_json(request))
     infer_request = InferenceRequest(
         Rows(instances), deadline=deadline_of(request), disconnected=request.is_disconnected
@@ -164,7 +164,7 @@ async def predict_version(request: Request) -> FastJSONResponse:
 
 
 async def predict_upload(
-    request: Request, name: str, version: int | None, file: UploadFile
+    request: Request, name: str, version: int | str | None, file: UploadFile
 ) -> FastJSONResponse:
     limit: int = request.app.state.settings.max_image_bytes
     data = await file.read(limit + 1)
@@ -208,21 +208,27 @@ def version_info(state: VersionState) -> VersionInfo:
 
 
 def summary(dataplane: DataPlane, name: str) -> ModelSummary:
-    states = dataplane.repository.versions(name)
-    serving = [v for v, s in states.items() if s.model is not None]
+    repository = dataplane.repository
+    states = repository.versions(name)
+    config = repository.config(name)
     return ModelSummary(
         name=name,
-        default_version=max(serving) if serving else None,
+        default_version=repository.default_version(name),
+        labels=config.labels,
+        canary_percent=config.canary_percent,
         versions=[version_info(s) for s in states.values()],
     )
 
 
-def metadata(dataplane: DataPlane, name: str, version: int | None) -> ModelMetadata:
+def metadata(dataplane: DataPlane, name: str, version: int | str | None) -> ModelMetadata:
     base = summary(dataplane, name)
     states = dataplane.repository.versions(name)
-    if version is not None and version not in states:
-        raise ModelNotFound(name, version, known=[str(v) for v in states])
-    chosen = version if version is not None else base.default_version
+    if version is not None:
+        chosen: int | None = dataplane.repository.resolve(name, version)
+        if chosen not in states:
+            raise ModelNotFound(name, version, f"names version {chosen}, which is not on disk")
+    else:
+        chosen = base.default_version
     model = states[chosen].model if chosen is not None else None
     if model is None:
         return ModelMetadata(**base.model_dump(), version=chosen)
@@ -276,10 +282,11 @@ async def version_metadata(
 async def history_plot(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
 ) -> FileResponse:
-    number = pinned(version, 422)
-    states = plane(request).repository.versions(name)
+    repository = plane(request).repository
+    number = repository.resolve(name, pinned(version, 422))
+    states = repository.versions(name)
     if number not in states:
-        raise ModelNotFound(name, number, known=[str(v) for v in states])
+        raise ModelNotFound(name, version, f"names version {number}, which is not on disk")
     path = states[number].path / HISTORY_PLOT
     if not path.is_file():
         raise ModelNotFound(name, number, "has no training history plot")

@@ -35,7 +35,11 @@ class VersionInfo(BaseModel):
 
 class ModelSummary(BaseModel):
     name: str
-    default_version: int | None
+    default_version: int | None = Field(
+        description="the version unpinned requests reach: 'stable' if set, else the highest"
+    )
+    labels: dict[str, int] = Field(default_factory=dict, description="label to version")
+    canary_percent: float = Field(0, description="share of default traffic sent to 'canary'")
     versions: list[VersionInfo]
 
 

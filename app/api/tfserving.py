@@ -21,10 +21,10 @@ from fastapi import APIRouter, Request
 from app.api.body import read_json
 from app.api.deadlines import deadline_of
 from app.api.errors import ERROR_BODY, ClientError, error_response, failure
-from app.api.examples import MODEL_NAME, TFSERVING_PREDICT_BODY, VERSION, path_docs
+from app.api.examples import LABEL, MODEL_NAME, TFSERVING_PREDICT_BODY, VERSION, path_docs
 from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
-from app.api.versions import pinned
+from app.api.versions import labelled, pinned
 from app.serving.dataplane import DataPlane
 from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError
 from app.serving.inference import Columns, InferenceRequest, InferenceResponse, Rows
@@ -67,11 +67,15 @@ def version_status(state: VersionState) -> dict[str, Any]:
     }
 
 
-def model_status(dataplane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
+def model_status(dataplane: DataPlane, name: str, version: int | str | None) -> dict[str, Any]:
     states = dataplane.repository.versions(name)
-    if version is not None and version not in states:
-        raise ModelNotFound(name, version, known=[str(v) for v in states])
-    chosen = [states[version]] if version is not None else list(states.values())
+    if version is None:
+        chosen = list(states.values())
+    else:
+        number = dataplane.repository.resolve(name, version)
+        if number not in states:
+            raise ModelNotFound(name, version, f"names version {number}, which is not on disk")
+        chosen = [states[number]]
     return {"model_version_status": [version_status(s) for s in chosen]}
 
 
@@ -84,7 +88,7 @@ def tensor_info(spec: TensorSpec) -> dict[str, Any]:
     }
 
 
-def model_metadata(dataplane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
+def model_metadata(dataplane: DataPlane, name: str, version: int | str | None) -> dict[str, Any]:
     model = dataplane.model(name, version)
     signature = model.signature
     definition = {
@@ -125,6 +129,22 @@ async def version_metadata(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
 ) -> dict[str, Any]:
     return model_metadata(plane(request), name, pinned(version))
+
+
+@router.get("/{name}/labels/{label}", summary="Status of a labelled version", responses=ERRORS)
+async def label_status_route(
+    request: Request, name: str = MODEL_NAME, label: str = LABEL
+) -> dict[str, Any]:
+    return model_status(plane(request), name, labelled(label))
+
+
+@router.get(
+    "/{name}/labels/{label}/metadata", summary="Signature of a labelled version", responses=ERRORS
+)
+async def label_metadata(
+    request: Request, name: str = MODEL_NAME, label: str = LABEL
+) -> dict[str, Any]:
+    return model_metadata(plane(request), name, labelled(label))
 
 
 # ----------------------------------------------------------------------- predict
@@ -220,11 +240,11 @@ def encode(response: InferenceResponse, kind: str) -> FastJSONResponse:
     return FastJSONResponse({"predictions": rows})
 
 
-async def predict(request: Request, name: str, version: int | None) -> FastJSONResponse:
+async def predict(request: Request, name: str, version: int | str | None) -> FastJSONResponse:
     dataplane = plane(request)
     kind, value = split_payload(await read_json(request))
     try:
-        model = dataplane.model(name, version)
+        model = dataplane.route(name, version)  # the canary split happens here, once
         inputs = model.signature.input_names
         single = inputs[0] if len(inputs) == 1 else None
         decoded = rows_of(value, single) if kind == "instances" else columns_of(value, single)
@@ -258,3 +278,15 @@ async def predict_default(request: Request) -> FastJSONResponse:
 async def predict_version(request: Request) -> FastJSONResponse:
     params = request.path_params
     return await predict(request, params["name"], pinned(params["version"]))
+
+
+@hot_post(
+    predict_router,
+    "/{name}/labels/{label}:predict",
+    summary="Predict with a labelled version (stable, canary, ...)",
+    responses=ERRORS,
+    openapi_extra={**TFSERVING_PREDICT_BODY, **path_docs(version=None, label=True)},
+)
+async def predict_label(request: Request) -> FastJSONResponse:
+    params = request.path_params
+    return await predict(request, params["name"], labelled(params["label"]))

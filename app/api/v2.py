@@ -96,7 +96,7 @@ def tensor_metadata(spec: TensorSpec, parameters: dict[str, Any] | None = None) 
     return entry
 
 
-def model_metadata(dataplane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
+def model_metadata(dataplane: DataPlane, name: str, version: int | str | None) -> dict[str, Any]:
     model = dataplane.model(name, version)
     signature = model.signature
     serving = dataplane.repository.versions(name).items()
@@ -333,7 +333,7 @@ def render(exc: ServingError) -> Response:
     return failure(exc, 400, str(exc))
 
 
-async def infer(request: Request, name: str, version: int | None) -> Response:
+async def infer(request: Request, name: str, version: int | str | None) -> Response:
     dataplane = plane(request)
     try:
         dataplane.model(name, version)  # an unknown model is a 404 whatever the body says

@@ -33,7 +33,7 @@ from app.serving.batching import Batcher
 from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
 from app.serving.model import ServedModel
-from app.serving.repository import ModelRepository, VersionState
+from app.serving.repository import ModelRepository, VersionRef, VersionState
 from app.settings import Settings
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -72,18 +72,26 @@ class DataPlane:
         self.metrics.track_queue(self.queue_depth)
 
     # ----------------------------------------------------------------- lookup
-    def model(self, name: str, version: int | None = None) -> ServedModel:
-        """The version a request will use; raises ModelNotFound (a 404 in every protocol)."""
+    def model(self, name: str, version: VersionRef = None) -> ServedModel:
+        """The version a number or label names (None: the default); raises ModelNotFound
+        (a 404 in every protocol). Metadata and readiness use it: no canary split."""
         model = self.repository.get(name, version)
+        note_model(model.name, model.version)
+        return model
+
+    def route(self, name: str, version: VersionRef = None) -> ServedModel:
+        """The version that answers an inference request: as ``model``, except that the
+        default traffic is split between ``stable`` and ``canary`` as configured."""
+        model = self.repository.route(name, version)
         note_model(model.name, model.version)
         return model
 
     # ------------------------------------------------------------------ infer
     async def infer(
-        self, name: str, version: int | None, request: InferenceRequest
+        self, name: str, version: VersionRef, request: InferenceRequest
     ) -> InferenceResponse:
         """Validate, encode, batch, run and answer one request; raises ServingError."""
-        model = self.model(name, version)
+        model = self.route(name, version)
         outputs = model.select_outputs(request.outputs)
         inputs = request.inputs
         if isinstance(inputs, ImageFile) and not model.is_image:
