@@ -179,7 +179,8 @@ def test_labels_staging_promotion_and_canary_under_load(service: str, three_vers
             float(line.rsplit(" ", 1)[1])
             for line in metrics.splitlines()
             if line.startswith("keras_serve_requests_total{")
-            and f'model="iris",version="{version}"' in line
+            and 'model="iris"' in line
+            and f'version="{version}"' in line
             and 'status="200"' in line
         )
         for version in (2, 3)
