@@ -42,7 +42,7 @@ class InputField(BaseModel):
 class Metrics(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    accuracy: float
+    accuracy: float | None = None  # classification; regression gives mae and rmse (extra)
     roc_auc: float | None = None
     loss: float | None = None
     rows: int
@@ -55,27 +55,40 @@ class DataFile(BaseModel):
 
 
 class ModelCard(BaseModel):
-    """What the model is, how it was made, and how well it does."""
+    """What the model is, how it was made, and how well it does.
+
+    Fields a user importing their own model cannot know (data hashes, seed, training
+    time, metrics without labelled rows) are optional; training always fills them.
+    """
 
     name: str
     version: int
     title: str
     description: str
-    task: Literal["binary", "multiclass"]
-    output: Literal["sigmoid", "softmax"]
-    classes: list[str]
+    task: Literal["binary", "multiclass", "regression"]
+    output: Literal["sigmoid", "softmax", "linear"] = Field(
+        description="the network's last activation: sigmoid (binary: P(classes[1])), "
+        "softmax (one probability per class), linear (regression: one value)"
+    )
+    classes: list[str] = Field(description="class order of the probabilities; [] for regression")
     inputs: list[InputField]
     example: dict[str, Any]
     architecture: str
     parameters: int
-    metrics: dict[str, Metrics]  # "test", "validation", "baseline"
-    baseline: str
-    data: list[DataFile]
-    seed: int
-    epochs_run: int
-    training_seconds: float
-    libraries: dict[str, str]
+    metrics: dict[str, Metrics] = Field(
+        default_factory=dict, description='"test", "validation", "baseline", or "sample"'
+    )
+    baseline: str = ""
+    data: list[DataFile] = Field(default_factory=list)
+    seed: int | None = None
+    epochs_run: int | None = None
+    training_seconds: float | None = None
+    libraries: dict[str, str] = Field(default_factory=dict)
     created: str = Field(description="UTC time the artifact was written")
+    runtime: Literal["onnx", "tensorflow"] | None = Field(
+        None, description="a runtime this version requires (tensorflow: no ONNX export)"
+    )
+    source: str | None = Field(None, description="where an imported model came from")
 
 
 MAX_VERSION = 2**31 - 1

@@ -26,7 +26,13 @@ from app.api.versions import path_version, pinned
 from app.artifacts import HISTORY_PLOT
 from app.serving.dataplane import DataPlane
 from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError
-from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse, Rows
+from app.serving.inference import (
+    PREDICTION,
+    ImageFile,
+    InferenceRequest,
+    InferenceResponse,
+    Rows,
+)
 from app.serving.repository import VersionState
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -94,6 +100,19 @@ async def answer(dataplane: DataPlane, response: InferenceResponse) -> FastJSONR
 
 
 def respond(response: InferenceResponse) -> FastJSONResponse:
+    if PREDICTION in response.outputs:  # a regression model: one value per instance
+        values = response.outputs[PREDICTION].tolist()
+        unknown = response.unknown_categories
+        return FastJSONResponse(
+            {
+                "model": response.model,
+                "version": response.version,
+                "predictions": [
+                    {"prediction": value, "unknown_categories": unknown[i]}
+                    for i, value in enumerate(values)
+                ],
+            }
+        )
     classes = response.classes
     labels = response.labels()
     rows = response.outputs["probabilities"].tolist()

@@ -18,10 +18,17 @@ class ClassPrediction(BaseModel):
     )
 
 
+class ValuePrediction(BaseModel):
+    prediction: float = Field(description="the predicted value (a regression model)")
+    unknown_categories: list[str] = Field(default_factory=list)
+
+
 class PredictResponse(BaseModel):
     model: str
     version: int
-    predictions: list[ClassPrediction]
+    predictions: list[ClassPrediction | ValuePrediction] = Field(
+        description="one per instance: classes for a classifier, a value for a regression"
+    )
 
 
 class VersionInfo(BaseModel):

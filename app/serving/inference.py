@@ -17,6 +17,7 @@ import numpy as np
 
 PROBABILITIES = "probabilities"
 LABEL = "label"
+PREDICTION = "prediction"  # a regression model's one output: the predicted value
 OUTPUT_NAMES = (PROBABILITIES, LABEL)
 
 

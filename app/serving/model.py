@@ -30,6 +30,7 @@ from app.runtimes import InferenceRuntime, RuntimeLoadError, open_runtime
 from app.serving.errors import InvalidInput, Problem, closest
 from app.serving.inference import (
     LABEL,
+    PREDICTION,
     PROBABILITIES,
     Columns,
     ImageFile,
@@ -129,6 +130,8 @@ class ServedModel:
         """Read, cross-check and warm up one version; raise with a clear reason."""
         started = time.perf_counter()
         card, pipeline = read_description(version_dir)
+        if card.runtime == "tensorflow" and runtime == "onnx":
+            runtime = "tensorflow"  # imported with a layer ONNX cannot express
         try:
             engine = open_runtime(runtime, version_dir, threads)
         except RuntimeLoadError as exc:
@@ -148,11 +151,15 @@ class ServedModel:
             probabilities = self.predict(x)
         except Exception as exc:
             raise ArtifactError(f"warm-up prediction failed: {exc}") from None
-        if probabilities.shape != (1, len(self.classes)) or not np.isfinite(probabilities).all():
+        width = 1 if self.is_regression else len(self.classes)
+        if probabilities.shape != (1, width) or not np.isfinite(probabilities).all():
             raise ArtifactError(
-                f"warm-up gave outputs of shape {list(probabilities.shape)}, expected "
-                f"[1, {len(self.classes)}]"
+                f"warm-up gave outputs of shape {list(probabilities.shape)}, expected [1, {width}]"
             )
+
+    @property
+    def is_regression(self) -> bool:
+        return self.card.task == "regression"
 
     @property
     def is_image(self) -> bool:
@@ -291,8 +298,11 @@ class ServedModel:
 
     # --------------------------------------------------------------- predict
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, classes]`` (blocking; call it off the event loop)."""
+        """Class probabilities ``[N, classes]``, or a regression's values ``[N, 1]``
+        (blocking; call it off the event loop)."""
         raw = self.runtime.run(x)
+        if self.card.output == "linear":
+            return raw.reshape(len(x), -1)
         if self.card.output == "sigmoid":
             positive = raw.reshape(-1, 1)
             return np.hstack([1.0 - positive, positive])
@@ -330,6 +340,8 @@ class ServedModel:
                 named[name] = probabilities
             elif name == LABEL:
                 named[name] = self._class_array[probabilities.argmax(axis=1)]
+            elif name == PREDICTION:
+                named[name] = probabilities[:, 0]
         return InferenceResponse(
             self.name, self.version, self.signature.classes, named, encoded.unknown, request_id
         )

@@ -2,9 +2,10 @@
 
 Standard protocols speak in named, typed tensors. A tabular model takes one input
 per raw field (``BYTES`` for categories, ``FP32``/``INT64`` for numbers); an image
-model takes one tensor of raw intensities. Every model gives ``probabilities``
-(class order in ``classes``) and ``label``. Datatype names follow the Open Inference
-Protocol, which Triton, KServe and the gRPC API share.
+model takes one tensor of raw intensities. Every classifier gives ``probabilities``
+(class order in ``classes``) and ``label``; a regression model gives ``prediction``.
+Datatype names follow the Open Inference Protocol, which Triton, KServe and the gRPC
+API share.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.artifacts import InputField, ModelCard
-from app.serving.inference import LABEL, PROBABILITIES
+from app.serving.inference import LABEL, PREDICTION, PROBABILITIES
 
 INTEGER_DATATYPES = frozenset(
     {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
@@ -83,11 +84,15 @@ class Signature:
 
     @classmethod
     def of(cls, card: ModelCard) -> Signature:
+        inputs = tuple(_input_spec(f) for f in card.inputs)
+        if card.task == "regression":  # one value per instance, no classes
+            prediction = TensorSpec(PREDICTION, "FP32", ((-1,),), frozenset())
+            return cls(inputs, (prediction,), ())
         outputs = (
             TensorSpec(PROBABILITIES, "FP32", ((-1, len(card.classes)),), frozenset()),
             TensorSpec(LABEL, "BYTES", ((-1,),), frozenset()),
         )
-        return cls(tuple(_input_spec(f) for f in card.inputs), outputs, tuple(card.classes))
+        return cls(inputs, outputs, tuple(card.classes))
 
     @property
     def input_names(self) -> list[str]:
