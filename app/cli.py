@@ -1,7 +1,9 @@
 """``keras-serve``: one command for the service and the tools around it.
 
 ``serve`` runs the service (the same as ``python -m app``); ``train`` runs the
-training package (``python -m training``, installed with the ``train`` extra) and
+training package (``python -m training``, installed with the ``train`` extra),
+``import`` turns your own Keras model into a served version (``python -m
+training.importer``, the same extra) and
 ``bench`` the benchmark of a source checkout (``bench/run.py``). Training and the
 benchmark run as their own programs, exec'd in place of this one, so the serving
 app never imports them and their exit status is the command's.
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,  # --help goes to the training program
     )
     commands.add_parser(
+        "import",
+        help="serve your own Keras model: keras-serve import PATH --name NAME (see --help)",
+        add_help=False,
+    )
+    commands.add_parser(
         "bench",
         help="benchmark the service (needs a source checkout and wrk; see bench/)",
         add_help=False,
@@ -53,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
 
         serve()
         return 0
-    if args.command == "train":
+    if args.command in ("train", "import"):
         if (
             importlib.util.find_spec("training") is None
             or importlib.util.find_spec("keras") is None
         ):
-            parser.error("training needs the train extra: pip install 'keras-serve[train]'")
-        _exec(["-m", "training", *rest])
+            parser.error(f"{args.command} needs the train extra: pip install 'keras-serve[train]'")
+        module = "training" if args.command == "train" else "training.importer"
+        _exec(["-m", module, *rest])
     script = CHECKOUT / "bench" / "run.py"
     if not script.is_file():
         parser.error(

@@ -1,0 +1,880 @@
+"""``keras-serve import``: turn a user's own Keras model into a served version.
+
+It writes what training writes (``models/<name>/<version>/``: the network as ONNX,
+checked against Keras, ``pipeline.json``, the card, and a plot when a history is
+given), so the service treats it like any built-in model: validation, encoding,
+every protocol, docs, playground and metrics.
+
+Where the encoding comes from, in order:
+
+1. **Keras preprocessing layers** in the model. Each named ``Input`` may pass through
+   ``Normalization`` (a number, standardised), or ``StringLookup`` with one-hot
+   output (directly, or ``output_mode="int"`` followed by ``CategoryEncoding``) (a
+   category), and every input then meets one ``Concatenate``. These layers are read
+   into ``pipeline.json``; the network after the ``Concatenate`` is what is exported.
+   Other preprocessing layers (``IntegerLookup``, ``Discretization``, ``Hashing``,
+   ``TextVectorization``, a ``FeatureSpace``) are refused with the layer's name.
+2. **An input description** (YAML or JSON) for a plain network on one input vector:
+   each raw field's type and values, in the order the vector was built; statistics
+   not given are learned from a sample (CSV, or Parquet with pyarrow).
+
+The whole import is checked end to end: the original Keras model on raw rows and the
+served path (pipeline, then ONNX Runtime) must agree to 1e-5. Where the network
+cannot be exported to ONNX, the version is served with the TensorFlow runtime and
+its card says so (``runtime: tensorflow``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.artifacts import (
+    HISTORY_PLOT,
+    KERAS_FILE,
+    ONNX_FILE,
+    PIPELINE_FILE,
+    SAVED_MODEL_DIR,
+    InputField,
+    Metrics,
+    ModelCard,
+    parse_version,
+    version_dirs,
+    write_card,
+)
+from app.encoding import TabularPipeline, save_pipeline
+
+if TYPE_CHECKING:
+    import keras
+
+TOLERANCE = 1e-5
+CHECK_ROWS = 256
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SUPPORTED_LAYERS = ("Normalization", "StringLookup", "CategoryEncoding")
+PREPROCESSING_LAYERS = frozenset(
+    {
+        *SUPPORTED_LAYERS,
+        "IntegerLookup",
+        "Discretization",
+        "Hashing",
+        "HashedCrossing",
+        "TextVectorization",
+        "FeatureSpace",
+    }
+)
+UNSEEN = "__never_seen_in_training__"
+
+
+class ImportProblem(Exception):
+    """A model or description the importer cannot serve; the message names the culprit."""
+
+
+# ------------------------------------------------------------- the description
+class FieldDescription(BaseModel):
+    """One raw field of a plain model, in the order the model's input vector holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    type: Literal["number", "integer", "category", "ordinal"]
+    description: str = ""
+    values: list[str] | None = Field(
+        None, description="category: one-hot columns in this order; ordinal: levels, lowest first"
+    )
+    minimum: float | None = None
+    maximum: float | None = None
+    scale: Literal["standardize", "none"] = Field(
+        "standardize", description="numbers: (x - mean) / std, or fed as they are"
+    )
+    mean: float | None = None
+    std: float | None = Field(None, gt=0)
+
+
+class Description(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    description: str | None = None
+    task: Literal["binary", "multiclass", "regression"] | None = None
+    classes: list[str] | None = None
+    target: str | None = Field(None, description="the sample's label column, for metrics")
+    inputs: list[FieldDescription] = Field(default_factory=list)
+
+
+def read_description(path: Path) -> Description:
+    try:
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ImportProblem(f"{path}: cannot read the description: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError and kin
+        raise ImportProblem(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return Description.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ImportProblem(f"{path}: {problems}") from None
+
+
+def read_sample(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except ImportError as exc:
+        raise ImportProblem(f"{path}: reading Parquet needs pyarrow ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise ImportProblem(f"{path}: cannot read the sample: {exc}") from None
+
+
+# ------------------------------------------------------------------ features
+def numeric_feature(
+    name: str,
+    mean: float,
+    std: float,
+    integer: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    seen: tuple[float, float] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "numeric",
+        "description": description,
+        "allow_missing": False,
+        "missing_markers": [],
+        "ignored": False,
+        "minimum": minimum,
+        "maximum": maximum,
+        "integer": integer,
+        "transform": "none",
+        "mean": float(mean),
+        "std": float(std),
+        "seen_min": seen[0] if seen else None,
+        "seen_max": seen[1] if seen else None,
+    }
+
+
+def categorical_feature(
+    name: str, vocabulary: list[str], other: bool, description: str = ""
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "categorical",
+        "description": description,
+        "allow_missing": False,
+        "missing_markers": [],
+        "ignored": False,
+        "vocabulary": vocabulary,
+        "rare": [],
+        "unknown": "other" if other else "zeros",
+    }
+
+
+def ordinal_feature(name: str, order: list[str], description: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "ordinal",
+        "description": description,
+        "allow_missing": False,
+        "missing_markers": [],
+        "ignored": False,
+        "order": order,
+    }
+
+
+def input_fields(features: Sequence[dict[str, Any]]) -> list[InputField]:
+    fields = []
+    for f in features:
+        common = {"name": f["name"], "description": f["description"]}
+        if f["type"] == "numeric":
+            fields.append(
+                InputField(
+                    type="integer" if f["integer"] else "number",
+                    minimum=f["minimum"],
+                    maximum=f["maximum"],
+                    seen_min=f["seen_min"],
+                    seen_max=f["seen_max"],
+                    **common,
+                )
+            )
+        elif f["type"] == "ordinal":
+            fields.append(InputField(type="ordinal", allowed=f["order"], **common))
+        else:
+            fields.append(InputField(type="category", allowed=sorted(f["vocabulary"]), **common))
+    return fields
+
+
+# --------------------------------------------------- reading preprocessing layers
+class LayerReading:
+    """What the preprocessing layers say: features, the raw-to-network permutation,
+    and the tensor where the network proper starts (the ``Concatenate``'s output)."""
+
+    def __init__(
+        self, features: list[dict[str, Any]], order: list[int], start: Any, notes: list[str]
+    ) -> None:
+        self.features = features
+        self.order = order  # network column j reads pipeline column order[j]
+        self.start = start
+        self.notes = notes
+
+
+def _kind(layer: Any) -> str:
+    return type(layer).__name__
+
+
+def _inbound(layer: Any) -> list[Any]:
+    import keras
+
+    return list(keras.tree.flatten(layer.input))
+
+
+def read_layers(model: keras.Model) -> LayerReading:
+    """Read each input's preprocessing chain up to the one ``Concatenate``."""
+    import keras
+
+    producer = {id(layer.output): layer for layer in model.layers}
+    starts = PREPROCESSING_LAYERS | {"InputLayer"}
+    concats = [
+        layer
+        for layer in model.layers
+        if _kind(layer) == "Concatenate"
+        and any(_kind(producer.get(id(t))) in starts for t in _inbound(layer))
+    ]
+    for layer in model.layers:
+        kind = _kind(layer)
+        if kind in PREPROCESSING_LAYERS and kind not in SUPPORTED_LAYERS:
+            raise ImportProblem(
+                f"layer {layer.name!r} ({kind}) is not supported; the importer reads "
+                f"{', '.join(SUPPORTED_LAYERS)} (see 'keras-serve import --help')"
+            )
+    if len(concats) != 1:
+        raise ImportProblem(
+            "the model's inputs must each pass through their preprocessing layers into one "
+            f"Concatenate layer; found {len(concats)} such Concatenate layers"
+        )
+    concat = concats[0]
+    if concat.axis not in (-1, 1):
+        raise ImportProblem(f"layer {concat.name!r}: only Concatenate(axis=-1) is supported")
+    features: list[dict[str, Any]] = []
+    order: list[int] = []
+    notes: list[str] = []
+    offset = 0
+    for tensor in _inbound(concat):
+        chain: list[Any] = []
+        layer = producer.get(id(tensor))
+        while layer is not None and _kind(layer) != "InputLayer":
+            if len(_inbound(layer)) != 1:
+                raise ImportProblem(
+                    f"layer {layer.name!r} ({_kind(layer)}) between an input and "
+                    f"{concat.name!r} takes several inputs; only one-input preprocessing "
+                    "chains are supported"
+                )
+            chain.append(layer)
+            layer = producer.get(id(_inbound(layer)[0]))
+        if layer is None:
+            raise ImportProblem(f"layer {concat.name!r}: an input of it is not a model input")
+        name = layer.name
+        chain.reverse()
+        feature, columns, note = _read_chain(name, chain, layer)
+        features.append(feature)
+        notes.append(note)
+        order.extend(offset + c for c in columns)
+        offset += len(columns)
+    names = [f["name"] for f in features]
+    inputs = [producer[id(t)].name for t in keras.tree.flatten(model.inputs)]
+    unused = [n for n in inputs if n not in names]
+    if unused:
+        raise ImportProblem(
+            f"input {unused[0]!r} does not reach {concat.name!r}; every input must pass "
+            "through its preprocessing into the one Concatenate"
+        )
+    if len(set(names)) != len(names):
+        raise ImportProblem(f"an input feeds {concat.name!r} twice: {names}")
+    return LayerReading(features, order, concat.output, notes)
+
+
+def _read_chain(
+    name: str, chain: list[Any], input_layer: Any
+) -> tuple[dict[str, Any], list[int], str]:
+    """One input's feature, and for each network column the pipeline column it reads."""
+    kinds = [_kind(layer) for layer in chain]
+    shape = tuple(input_layer.output.shape)
+    if shape[1:] not in ((1,), ()):
+        raise ImportProblem(
+            f"input {name!r}: shape {list(shape)}; one value per field is supported"
+        )
+    dtype = str(input_layer.output.dtype)
+    if kinds == []:
+        if "string" in dtype:
+            raise ImportProblem(f"input {name!r} is a string fed to the network unencoded")
+        return (
+            numeric_feature(name, 0.0, 1.0, integer="int" in dtype),
+            [0],
+            f"{name}: number, as is",
+        )
+    if kinds == ["Normalization"]:
+        layer = chain[0]
+        mean = np.asarray(layer.mean, dtype=np.float64).reshape(-1)
+        variance = np.asarray(layer.variance, dtype=np.float64).reshape(-1)
+        if mean.size != 1 or getattr(layer, "invert", False):
+            raise ImportProblem(
+                f"layer {layer.name!r} (Normalization): one scalar mean per input is supported"
+            )
+        std = max(math.sqrt(float(variance[0])), 1e-7)  # Keras: max(sqrt(var), epsilon)
+        feature = numeric_feature(name, float(mean[0]), std, integer="int" in dtype)
+        return (
+            feature,
+            [0],
+            f"{name}: number, standardised by {layer.name!r} (mean {mean[0]:.4g}, std {std:.4g})",
+        )
+    if kinds and kinds[0] == "StringLookup":
+        lookup = chain[0]
+        if lookup.mask_token is not None or lookup.invert:
+            raise ImportProblem(
+                f"layer {lookup.name!r} (StringLookup): mask tokens and invert are not supported"
+            )
+        oov = int(lookup.num_oov_indices)
+        if oov > 1:
+            raise ImportProblem(
+                f"layer {lookup.name!r} (StringLookup): num_oov_indices must be 0 or 1"
+            )
+        vocabulary = [str(v) for v in lookup.get_vocabulary(include_special_tokens=False)]
+        width = oov + len(vocabulary)
+        if (kinds == ["StringLookup"] and lookup.output_mode in ("one_hot", "multi_hot")) or (
+            kinds == ["StringLookup", "CategoryEncoding"]
+            and lookup.output_mode == "int"
+            and chain[1].output_mode in ("one_hot", "multi_hot")
+            and int(chain[1].num_tokens) == width
+        ):
+            pass
+        else:
+            described = " -> ".join(f"{layer.name} ({_kind(layer)})" for layer in chain)
+            raise ImportProblem(
+                f"input {name!r}: {described} is not supported; use StringLookup with "
+                "output_mode='one_hot', or output_mode='int' then CategoryEncoding(one_hot) "
+                "with num_tokens = vocabulary size"
+            )
+        # Keras puts the out-of-vocabulary column first; the pipeline puts "other" last
+        columns = [len(vocabulary)] * oov + list(range(len(vocabulary)))
+        feature = categorical_feature(name, vocabulary, other=oov == 1)
+        note = f"{name}: category of {len(vocabulary)} values, one-hot by {lookup.name!r}"
+        return feature, columns, note + (" (others share a column)" if oov else "")
+    described = " -> ".join(f"{layer.name} ({_kind(layer)})" for layer in chain)
+    raise ImportProblem(
+        f"input {name!r}: {described} is not supported (supported: {', '.join(SUPPORTED_LAYERS)})"
+    )
+
+
+# ------------------------------------------------------------ plain models
+def describe_plain(description: Description, sample: Any) -> list[dict[str, Any]]:
+    """Features of a plain model from its description, statistics from the sample."""
+    if not description.inputs:
+        raise ImportProblem(
+            "the model has no preprocessing layers: pass --description with its inputs "
+            "(see 'Serve your own model' in the README)"
+        )
+    features = []
+    for field in description.inputs:
+        column = None
+        if sample is not None:
+            if field.name not in sample.columns:
+                raise ImportProblem(f"input {field.name!r} is not a column of the sample")
+            column = sample[field.name].dropna()
+        if field.type in ("number", "integer"):
+            mean, std = field.mean, field.std
+            seen = None
+            if column is not None:
+                values = column.to_numpy(dtype=np.float64)
+                seen = (float(values.min()), float(values.max()))
+                mean = float(values.mean()) if mean is None else mean
+                spread = float(values.std())
+                std = (spread if spread > 0 else 1.0) if std is None else std
+            if field.scale == "none":
+                mean, std = 0.0, 1.0
+            if mean is None or std is None:
+                raise ImportProblem(
+                    f"input {field.name!r}: give mean and std, scale: none, or a --sample"
+                )
+            features.append(
+                numeric_feature(
+                    field.name,
+                    mean,
+                    std,
+                    field.type == "integer",
+                    field.minimum,
+                    field.maximum,
+                    seen,
+                    field.description,
+                )
+            )
+        else:
+            values = field.values
+            if values is None and column is not None:
+                values = sorted({str(v).strip() for v in column})
+            if not values:
+                raise ImportProblem(f"input {field.name!r}: give its values, or a --sample")
+            if field.type == "ordinal":
+                features.append(ordinal_feature(field.name, values, field.description))
+            else:
+                features.append(categorical_feature(field.name, values, False, field.description))
+    return features
+
+
+# ------------------------------------------------------------------ outputs
+def read_output(
+    model: keras.Model, description: Description
+) -> tuple[
+    Literal["binary", "multiclass", "regression"],
+    Literal["sigmoid", "softmax", "linear"],
+    list[str],
+]:
+    """The task, last activation and classes, from the final layer (or the description)."""
+    if len(model.outputs) != 1:
+        names = [t.name for t in model.outputs]
+        raise ImportProblem(f"the model has {len(names)} outputs {names}; one output is supported")
+    width = int(model.outputs[0].shape[-1] or 0)
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    if _kind(last) == "Softmax":
+        activation = "softmax"
+    task = description.task
+    if activation == "sigmoid" and width == 1:
+        output: Literal["sigmoid", "softmax", "linear"] = "sigmoid"
+        task = task or "binary"
+    elif activation == "softmax" and width >= 2:
+        output = "softmax"
+        task = task or ("binary" if width == 2 else "multiclass")
+    elif activation in ("linear", None) and width == 1:
+        output = "linear"
+        task = task or "regression"
+    else:
+        raise ImportProblem(
+            f"output layer {last.name!r} gives {width} value(s) with activation {activation}: "
+            "supported are sigmoid (1 value, binary), softmax (2 or more, classes) and "
+            "linear (1 value, regression)"
+        )
+    if (task == "regression") != (output == "linear"):
+        raise ImportProblem(f"task {task} does not fit output layer {last.name!r} ({activation})")
+    if task == "regression":
+        return task, output, []
+    count = 2 if output == "sigmoid" else width
+    classes = description.classes or [str(i) for i in range(count)]
+    if len(classes) != count:
+        raise ImportProblem(
+            f"classes: {len(classes)} given, but output layer {last.name!r} gives {count}"
+        )
+    return task, output, classes
+
+
+# ------------------------------------------------------------------ check rows
+def synthetic_rows(
+    features: Sequence[dict[str, Any]], n: int, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Rows that exercise every column: numbers around the mean, every category, and
+    a category never seen (the out-of-vocabulary column)."""
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for f in features:
+        for i, row in enumerate(rows):
+            if f["type"] == "numeric":
+                value = f["mean"] + f["std"] * float(rng.normal())
+                lo, hi = f["minimum"], f["maximum"]
+                value = min(
+                    max(value, lo if lo is not None else value), hi if hi is not None else value
+                )
+                row[f["name"]] = round(value) if f["integer"] else value
+            elif f["type"] == "ordinal":
+                row[f["name"]] = f["order"][i % len(f["order"])]
+            else:
+                pool = [*f["vocabulary"], *([UNSEEN] if f["unknown"] == "other" else [])]
+                row[f["name"]] = pool[i % len(pool)]
+    return rows
+
+
+def sample_rows(sample: Any, features: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    rows = []
+    for record in sample.head(n).to_dict(orient="records"):
+        row = {}
+        for f in features:
+            value = record[f["name"]]
+            if f["type"] == "numeric":
+                value = int(value) if f["integer"] else float(value)
+            else:
+                value = str(value).strip()
+            row[f["name"]] = value
+        rows.append(row)
+    return rows
+
+
+def keras_inputs(
+    features: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Raw rows as the original model's named inputs (TensorFlow tensors: Keras takes
+    strings no other way)."""
+    import tensorflow as tf
+
+    arrays: dict[str, Any] = {}
+    for f in features:
+        values = [row[f["name"]] for row in rows]
+        if f["type"] == "numeric":
+            arrays[f["name"]] = tf.constant(np.asarray(values, dtype=np.float32).reshape(-1, 1))
+        else:
+            arrays[f["name"]] = tf.constant(np.asarray(values, dtype=str).reshape(-1, 1))
+    return arrays
+
+
+# ---------------------------------------------------------------------- export
+def network(model: keras.Model, reading: LayerReading | None) -> keras.Model:
+    """The network the service runs: on the pipeline's matrix, in the pipeline's order."""
+    import keras
+
+    if reading is None:
+        return model
+    body = keras.Model(reading.start, model.outputs[0])
+    order = reading.order
+    inputs = keras.Input(shape=(len(order),), name="encoded")
+    x = inputs
+    if order != list(range(len(order))):  # an exact permutation: 0/1 weights, no bias
+        permutation = np.zeros((len(order), len(order)), dtype=np.float32)
+        for j, source in enumerate(order):
+            permutation[source, j] = 1.0
+        layer = keras.layers.Dense(len(order), use_bias=False, trainable=False, name="columns")
+        x = layer(x)
+        layer.set_weights([permutation])
+    return keras.Model(inputs, body(x), name=f"{model.name}_network")
+
+
+def export(
+    net: keras.Model, staging: Path, encoded: np.ndarray
+) -> tuple[Literal["onnx", "tensorflow"], float | None, str]:
+    """ONNX when the network converts and agrees to 1e-5; the SavedModel always."""
+    from training.export import onnx_outputs
+
+    net.save(staging / KERAS_FILE)
+    net.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    expected = np.asarray(net(encoded.astype(np.float32), training=False))
+    try:
+        net.export(str(staging / ONNX_FILE), format="onnx", verbose=False)
+        diff = float(np.abs(onnx_outputs(staging / ONNX_FILE, encoded) - expected).max())
+    except Exception as exc:  # converters raise anything; the reason goes to the card
+        (staging / ONNX_FILE).unlink(missing_ok=True)
+        return "tensorflow", None, f"ONNX export failed ({type(exc).__name__}: {exc})"[:300]
+    if diff > TOLERANCE:
+        (staging / ONNX_FILE).unlink()
+        return "tensorflow", diff, f"ONNX differs from Keras by {diff:.1e}"
+    return "onnx", diff, ""
+
+
+def plot(history_path: Path, title: str, path: Path) -> bool:
+    from training.export import plot_history
+
+    history = json.loads(history_path.read_text())
+    history = history.get("history", history)  # keras History.history, or a dump of it
+    if not all(k in history for k in ("loss", "val_loss", "accuracy", "val_accuracy")):
+        return False
+    plot_history(history, title, path)
+    return True
+
+
+# ------------------------------------------------------------------- metrics
+def sample_metrics(
+    sample: Any, target: str, probabilities: np.ndarray, task: str, classes: list[str]
+) -> Metrics:
+    truth = sample[target].head(len(probabilities))
+    if task == "regression":
+        error = probabilities[:, 0] - truth.to_numpy(dtype=np.float64)
+        return Metrics(
+            rows=len(error),
+            mae=float(np.abs(error).mean()),
+            rmse=float(np.sqrt((error**2).mean())),
+        )
+    predicted = np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]
+    return Metrics(
+        rows=len(predicted),
+        accuracy=float((predicted == truth.astype(str).str.strip().to_numpy()).mean()),
+    )
+
+
+# ---------------------------------------------------------------------- import
+def load_keras(path: Path) -> keras.Model:
+    import keras
+
+    if not path.exists():
+        raise ImportProblem(f"{path}: no such file or directory")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ImportProblem(f"{path}: a directory without saved_model.pb is no SavedModel")
+        try:
+            layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+        except Exception as exc:
+            raise ImportProblem(f"{path}: cannot load the SavedModel: {exc}") from None
+        return _wrap_saved_model(layer)
+    if path.suffix != ".keras":
+        raise ImportProblem(f"{path}: expected a .keras file or a SavedModel directory")
+    try:
+        return keras.saving.load_model(str(path), safe_mode=True)
+    except Exception as exc:
+        raise ImportProblem(f"{path}: cannot load the Keras model: {exc}") from None
+
+
+def _wrap_saved_model(layer: Any) -> keras.Model:
+    """A SavedModel's serving signature as a one-input Keras model (a plain network)."""
+    import keras
+
+    signature = layer._endpoint_signatures["serving_default"]
+    specs = list(signature.structured_input_signature[1].values())
+    if len(specs) != 1 or len(specs[0].shape) != 2:
+        raise ImportProblem("the SavedModel's serving_default must take one [batch, n] input")
+    inputs = keras.Input(shape=(int(specs[0].shape[1]),), name=specs[0].name or "x")
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):
+        if len(outputs) != 1:
+            raise ImportProblem(f"the SavedModel gives outputs {sorted(outputs)}; one is supported")
+        outputs = next(iter(outputs.values()))
+    return keras.Model(inputs, outputs)
+
+
+def import_model(
+    path: Path,
+    name: str,
+    models_dir: Path,
+    version: int | None = None,
+    description_path: Path | None = None,
+    sample_path: Path | None = None,
+    history_path: Path | None = None,
+    overwrite: bool = False,
+    title: str | None = None,
+) -> tuple[ModelCard, Path, list[str]]:
+    """Import one model; returns its card, its directory and what was inferred."""
+    started = time.perf_counter()
+    description = read_description(description_path) if description_path else Description()
+    sample = read_sample(sample_path) if sample_path else None
+    existing = [v for n, v, _ in version_dirs(models_dir) if n == name]
+    version = version or (max(existing) + 1 if existing else 1)
+    destination = models_dir / name / str(version)
+    if destination.exists() and not overwrite:
+        raise ImportProblem(f"{destination} exists already; pass --overwrite to replace it")
+
+    model = load_keras(path)
+    preprocessing = [layer for layer in model.layers if _kind(layer) in PREPROCESSING_LAYERS]
+    if preprocessing:
+        if description.inputs:
+            raise ImportProblem(
+                f"the model reads its inputs with layer {preprocessing[0].name!r}; "
+                "leave the inputs out of the description"
+            )
+        reading: LayerReading | None = read_layers(model)
+        assert reading is not None
+        features, notes = reading.features, reading.notes
+    else:
+        reading = None
+        features = describe_plain(description, sample)
+        notes = [f"{f['name']}: {f['type']}, from the description" for f in features]
+        width = int(model.inputs[0].shape[-1] or 0) if len(model.inputs) == 1 else -1
+        pipeline_width = TabularPipeline(features).width
+        if width != pipeline_width:
+            raise ImportProblem(
+                f"the model's input {model.inputs[0].name if model.inputs else '?'!r} takes "
+                f"{width} values, but the description encodes {pipeline_width} "
+                "(a number: 1, a category: one per value, an ordinal: 1)"
+            )
+    task, output, classes = read_output(model, description)
+    pipeline = TabularPipeline(features)
+
+    if sample is not None:
+        rows = sample_rows(sample, features, CHECK_ROWS)
+    else:
+        rows = synthetic_rows(features, CHECK_ROWS)
+    encoded = pipeline.encode_rows(rows).matrix
+    raw = keras_inputs(features, rows) if reading is not None else encoded
+    reference = np.asarray(model(raw, training=False))
+    net = network(model, reading)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=_mkdir(models_dir / name)))
+    try:
+        runtime, diff, why = export(net, staging, encoded)
+        served = np.asarray(net(encoded, training=False))
+        if runtime == "onnx":
+            from training.export import onnx_outputs
+
+            served = onnx_outputs(staging / ONNX_FILE, encoded)
+        end_to_end = float(np.abs(served - reference).max())
+        if end_to_end > TOLERANCE:
+            raise ImportProblem(
+                f"the served path differs from the Keras model by {end_to_end:.2e} on "
+                f"{len(rows)} rows; the preprocessing was not read faithfully"
+            )
+        save_pipeline(pipeline, staging / PIPELINE_FILE)
+        metrics: dict[str, Metrics] = {}
+        if sample is not None and description.target:
+            if description.target not in sample.columns:
+                raise ImportProblem(f"target: {description.target!r} is not a column of the sample")
+            probabilities = (
+                reference if output != "sigmoid" else np.hstack([1 - reference, reference])
+            )
+            metrics["sample"] = sample_metrics(
+                sample, description.target, probabilities, task, classes
+            )
+        example = dict(rows[0].items())
+        for f in features:
+            if example.get(f["name"]) == UNSEEN:
+                example[f["name"]] = f["vocabulary"][0]
+        notes.append(
+            f"task: {task} ({output} output)" + (f", classes {classes}" if classes else "")
+        )
+        notes.append(
+            f"runtime: {runtime}"
+            + (
+                f"; ONNX agrees with Keras to {diff:.1e}"
+                if runtime == "onnx" and diff is not None
+                else f" ({why})"
+            )
+        )
+        notes.append(f"end-to-end check on {len(rows)} rows: max difference {end_to_end:.1e}")
+        card = ModelCard(
+            name=name,
+            version=version,
+            title=title or description.title or name,
+            description=description.description or f"Imported from {path.name}.",
+            task=task,
+            output=output,
+            classes=classes,
+            inputs=input_fields(features),
+            example=example,
+            architecture=_architecture(net),
+            parameters=int(model.count_params()),
+            metrics=metrics,
+            training_seconds=None,
+            libraries=_libraries(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            runtime="tensorflow" if runtime == "tensorflow" else None,
+            source=f"imported from {path.name} in {time.perf_counter() - started:.1f} s",
+        )
+        write_card(card, staging)
+        if history_path is not None and plot(
+            history_path, f"{name} v{version}", staging / HISTORY_PLOT
+        ):
+            notes.append("history plot written")
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.chmod(0o755)
+        staging.rename(destination)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return card, destination, notes
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _architecture(net: keras.Model) -> str:
+    kinds = [_kind(layer) for layer in net.layers if _kind(layer) != "InputLayer"]
+    return " -> ".join(kinds)[:300] or "Keras model"
+
+
+def _libraries() -> dict[str, str]:
+    from training.fit import library_versions
+
+    return library_versions()
+
+
+# ------------------------------------------------------------------------ CLI
+HELP = f"""\
+Import your own Keras model as a served version of models/NAME.
+
+Supported preprocessing layers: {", ".join(SUPPORTED_LAYERS)} (StringLookup with
+one-hot output, or int output then CategoryEncoding one-hot), each input into one
+Concatenate. A plain network on one input vector needs --description. Tasks: binary
+(sigmoid), multiclass (softmax), regression (one linear output).
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    parser = argparse.ArgumentParser(
+        prog="keras-serve import",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("path", type=Path, help="a .keras file or a SavedModel directory")
+    parser.add_argument("--name", required=True, help="model name (letters, digits, _ . -)")
+    parser.add_argument("--version", help="version number (default: the next one)")
+    parser.add_argument("--description", type=Path, help="input description, YAML or JSON")
+    parser.add_argument("--sample", type=Path, help="training rows, CSV or Parquet")
+    parser.add_argument("--history", type=Path, help="a Keras History.history as JSON: plotted")
+    parser.add_argument("--title", help="a human title for the card")
+    parser.add_argument(
+        "--models-dir", type=Path, default=Path(os.environ.get("MODELS_DIR", "models"))
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    args = parser.parse_args(argv)
+    import re
+
+    if not re.match(NAME_PATTERN, args.name):
+        parser.error(f"--name: {args.name!r} must match {NAME_PATTERN}")
+    version = None
+    if args.version is not None:
+        version = parse_version(args.version)
+        if version is None:
+            parser.error(f"--version: {args.version!r} is not a version number (1, 2, ...)")
+    try:
+        card, destination, notes = import_model(
+            args.path,
+            args.name,
+            args.models_dir,
+            version,
+            args.description,
+            args.sample,
+            args.history,
+            args.overwrite,
+            args.title,
+        )
+    except ImportProblem as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # never a traceback: say what failed, in one line
+        print(f"error: the import failed: {type(exc).__name__}: {exc}"[:2000], file=sys.stderr)
+        return 1
+    print(f"imported {args.path} as {card.name} v{card.version} into {destination}")
+    for note in notes:
+        print(f"  {note}")
+    port = os.environ.get("PORT", "8000")
+    print(
+        f"it answers at http://127.0.0.1:{port}/models/{card.name}/versions/{card.version}/predict"
+    )
+    print(
+        f"  (and /v2/models/{card.name}/versions/{card.version}/infer, "
+        f"/v1/models/{card.name}/versions/{card.version}:predict) once the service sees it"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
