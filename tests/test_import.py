@@ -1,0 +1,343 @@
+"""``keras-serve import``: a user's own Keras model, built and trained here on synthetic
+data in seconds, served on every protocol with the answers Keras gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.artifacts import CARD_FILE, HISTORY_PLOT, ONNX_FILE, read_card
+from app.main import create_app
+from app.settings import Settings
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from training.importer import ImportProblem, import_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PLANS = ["basic", "pro", "team"]
+
+
+def churn_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(18, 80, n).astype("float32")
+    plan = rng.choice(PLANS, n)
+    y = ((age > 45) ^ (plan == "pro")).astype("float32")
+    return age, plan, y
+
+
+def preprocessing_model(classes: int = 1, lookup_then_encoding: bool = False) -> Any:
+    """Normalization on a number, StringLookup on a category, one Concatenate, a body."""
+    age, plan, y = churn_data(300)
+    a = keras.Input(shape=(1,), name="age")
+    p = keras.Input(shape=(1,), name="plan", dtype="string")
+    norm = keras.layers.Normalization(name="age_norm")
+    norm.adapt(age.reshape(-1, 1))
+    if lookup_then_encoding:
+        lookup = keras.layers.StringLookup(vocabulary=PLANS, output_mode="int", name="plan_ids")
+        encoded = keras.layers.CategoryEncoding(num_tokens=4, output_mode="one_hot")(lookup(p))
+    else:
+        lookup = keras.layers.StringLookup(vocabulary=PLANS, output_mode="one_hot", name="plan_1h")
+        encoded = lookup(p)
+    x = keras.layers.Concatenate(name="concat")([norm(a), encoded])
+    x = keras.layers.Dense(8, activation="relu")(x)
+    if classes == 1:
+        out = keras.layers.Dense(1, activation="sigmoid")(x)
+        loss, target = "binary_crossentropy", y
+    elif classes == 0:  # regression
+        out = keras.layers.Dense(1)(x)
+        loss, target = "mse", age * 0.5 + (plan == "pro") * 10
+    else:
+        out = keras.layers.Dense(classes, activation="softmax")(x)
+        loss, target = "sparse_categorical_crossentropy", y
+    model = keras.Model({"age": a, "plan": p}, out)
+    model.compile("adam", loss)
+    inputs = {"age": age.reshape(-1, 1), "plan": tf.constant(plan.reshape(-1, 1))}
+    model.fit(inputs, target, epochs=2, verbose=0, batch_size=64)
+    return model
+
+
+def keras_answer(model: Any, rows: list[dict[str, Any]]) -> np.ndarray:
+    inputs = {
+        "age": tf.constant(np.asarray([[r["age"]] for r in rows], dtype=np.float32)),
+        "plan": tf.constant(np.asarray([[r["plan"]] for r in rows])),
+    }
+    return np.asarray(model(inputs, training=False))
+
+
+ROWS = [
+    {"age": 23.0, "plan": "pro"},
+    {"age": 61.5, "plan": "basic"},
+    {"age": 44.0, "plan": "team"},
+    {"age": 35.0, "plan": "enterprise"},  # never seen: the out-of-vocabulary column
+]
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    return tmp_path / "models"
+
+
+def serve(models_dir: Path, watch_interval_s: float = 0) -> TestClient:
+    settings = Settings(models_dir=models_dir, runtime="onnx", watch_interval_s=watch_interval_s)
+    return TestClient(create_app(settings))
+
+
+def v2_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "name": "age",
+                "shape": [len(rows)],
+                "datatype": "FP32",
+                "data": [r["age"] for r in rows],
+            },
+            {
+                "name": "plan",
+                "shape": [len(rows)],
+                "datatype": "BYTES",
+                "data": [r["plan"] for r in rows],
+            },
+        ]
+    }
+
+
+@pytest.mark.parametrize("lookup_then_encoding", [False, True])
+def test_keras_model_with_preprocessing_layers_answers_like_keras_on_every_protocol(
+    models_dir: Path, tmp_path: Path, lookup_then_encoding: bool
+) -> None:
+    model = preprocessing_model(lookup_then_encoding=lookup_then_encoding)
+    path = tmp_path / "churn.keras"
+    model.save(path)
+    history = tmp_path / "history.json"
+    history.write_text(
+        json.dumps(
+            {
+                "loss": [0.7, 0.6],
+                "val_loss": [0.7, 0.65],
+                "accuracy": [0.5, 0.6],
+                "val_accuracy": [0.5, 0.55],
+            }
+        )
+    )
+    card, destination, notes = import_model(
+        path, "churn", models_dir, description_path=None, history_path=history
+    )
+    assert card.task == "binary" and card.output == "sigmoid" and card.runtime is None
+    assert [(f.name, f.type) for f in card.inputs] == [("age", "number"), ("plan", "category")]
+    assert card.inputs[1].allowed == PLANS
+    assert (destination / ONNX_FILE).is_file() and (destination / HISTORY_PLOT).is_file()
+    assert any("age_norm" in note for note in notes)
+
+    expected = keras_answer(model, ROWS)[:, 0]
+    with serve(models_dir) as client:
+        native = client.post("/models/churn/predict", json={"instances": ROWS}).json()
+        got = [p["probabilities"]["1"] for p in native["predictions"]]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        assert native["predictions"][3]["unknown_categories"] == ["plan"]
+
+        v2 = client.post("/v2/models/churn/versions/1/infer", json=v2_body(ROWS)).json()
+        probabilities = np.asarray(v2["outputs"][0]["data"]).reshape(-1, 2)[:, 1]
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5, rtol=0)
+
+        tfs = client.post("/v1/models/churn:predict", json={"instances": ROWS}).json()
+        np.testing.assert_allclose(
+            [p["probabilities"][1] for p in tfs["predictions"]], expected, atol=1e-5, rtol=0
+        )
+
+        # validation errors name the imported model's own fields
+        bad = client.post("/models/churn/predict", json={"age": "old", "plan": 3})
+        assert bad.status_code == 422
+        assert {d["field"] for d in bad.json()["detail"]} == {"age", "plan"}
+        missing = client.post("/models/churn/predict", json={"agee": 30, "plan": "pro"})
+        assert missing.status_code == 422 and "age" in missing.json()["error"]
+        v2_bad = client.post(
+            "/v2/models/churn/infer",
+            json={"inputs": [{"name": "age", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
+        )
+        assert v2_bad.status_code == 400 and "age" in v2_bad.json()["error"]
+        assert client.get("/models/churn/versions/1/history.png").status_code == 200
+
+
+def test_plain_model_with_a_yaml_description_and_a_csv_sample(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    age, plan, y = churn_data(300, seed=1)
+    # the documented convention: numbers standardised with the sample's mean and
+    # (population) std, categories one-hot in the description's order
+    sample = tmp_path / "sample.csv"
+    lines = ["age,plan,churned"] + [
+        f"{a:.3f},{p},{'yes' if t else 'no'}" for a, p, t in zip(age, plan, y, strict=True)
+    ]
+    sample.write_text("\n".join(lines) + "\n")
+    written = np.asarray([float(line.split(",")[0]) for line in lines[1:]])
+    mean, std = written.mean(), written.std()
+    onehot = (plan[:, None] == np.asarray(PLANS)[None, :]).astype("float32")
+    x = np.hstack([((written - mean) / std)[:, None], onehot]).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    path = tmp_path / "plain.keras"
+    model.save(path)
+    description = tmp_path / "inputs.yaml"
+    description.write_text(
+        "title: Churn\n"
+        "classes: ['no', 'yes']\n"
+        "target: churned\n"
+        "inputs:\n"
+        "  - {name: age, type: number, minimum: 0, maximum: 120}\n"
+        f"  - {{name: plan, type: category, values: {PLANS}}}\n"
+    )
+    card, _, _ = import_model(path, "plain", models_dir, None, description, sample)
+    assert card.task == "binary" and card.classes == ["no", "yes"]
+    assert card.metrics["sample"].accuracy is not None and card.metrics["sample"].rows == 256
+    assert card.inputs[0].seen_min == pytest.approx(written.min())
+
+    rows = [{"age": 23.0, "plan": "pro"}, {"age": 70.0, "plan": "team"}]
+    encoded = np.asarray(
+        [[(r["age"] - mean) / std, *(float(r["plan"] == p) for p in PLANS)] for r in rows],
+        dtype="float32",
+    )
+    expected = np.asarray(model(encoded))
+    with serve(models_dir) as client:
+        native = client.post("/models/plain/predict", json={"instances": rows}).json()
+        got = [[p["probabilities"][c] for c in ("no", "yes")] for p in native["predictions"]]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        v2 = client.post("/v2/models/plain/infer", json=v2_body(rows)).json()
+        np.testing.assert_allclose(
+            np.asarray(v2["outputs"][0]["data"]).reshape(-1, 2), expected, atol=1e-5, rtol=0
+        )
+        tfs = client.post("/v1/models/plain:predict", json={"instances": rows}).json()
+        assert [p["label"] for p in tfs["predictions"]] == [
+            ["no", "yes"][i] for i in expected.argmax(axis=1)
+        ]
+        too_old = client.post("/models/plain/predict", json={"age": 300, "plan": "pro"})
+        assert too_old.status_code == 422 and too_old.json()["detail"][0]["field"] == "age"
+        wrong = client.post("/models/plain/predict", json={"age": 30, "plan": "gold"})
+        assert wrong.status_code == 200  # an unseen category is flagged, not refused
+        assert wrong.json()["predictions"][0]["unknown_categories"] == ["plan"]
+
+
+def test_regression_model_is_served_and_documented(models_dir: Path, tmp_path: Path) -> None:
+    model = preprocessing_model(classes=0)
+    path = tmp_path / "price.keras"
+    model.save(path)
+    card, _, _ = import_model(path, "price", models_dir)
+    assert (card.task, card.output, card.classes) == ("regression", "linear", [])
+    expected = keras_answer(model, ROWS)[:, 0]
+    with serve(models_dir) as client:
+        native = client.post("/models/price/predict", json={"instances": ROWS}).json()
+        np.testing.assert_allclose(
+            [p["prediction"] for p in native["predictions"]], expected, atol=1e-5, rtol=0
+        )
+        v2 = client.post("/v2/models/price/infer", json=v2_body(ROWS)).json()
+        assert [o["name"] for o in v2["outputs"]] == ["prediction"]
+        np.testing.assert_allclose(v2["outputs"][0]["data"], expected, atol=1e-5, rtol=0)
+        tfs = client.post("/v1/models/price:predict", json={"instances": ROWS}).json()
+        np.testing.assert_allclose(
+            [p["prediction"] for p in tfs["predictions"]], expected, atol=1e-5, rtol=0
+        )
+        metadata = client.get("/v2/models/price").json()
+        assert [o["name"] for o in metadata["outputs"]] == ["prediction"]
+        assert metadata["outputs"][0]["datatype"] == "FP32"
+        signature = client.get("/v1/models/price/metadata").json()["metadata"]["signature_def"]
+        assert list(signature["signature_def"]["serving_default"]["outputs"]) == ["prediction"]
+        document = client.get("/openapi.json").json()
+        assert "ValuePrediction" in document["components"]["schemas"]
+        label = client.post(
+            "/v2/models/price/infer", json={**v2_body(ROWS), "outputs": [{"name": "label"}]}
+        )
+        assert label.status_code == 400 and "prediction" in label.json()["error"]
+
+
+def test_overwrite_is_required_and_the_watcher_serves_the_replacement(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    first = preprocessing_model()
+    first.save(tmp_path / "a.keras")
+    import_model(tmp_path / "a.keras", "churn", models_dir, version=1)
+    second = preprocessing_model(classes=2)
+    second.save(tmp_path / "b.keras")
+    with pytest.raises(ImportProblem, match="--overwrite"):
+        import_model(tmp_path / "b.keras", "churn", models_dir, version=1)
+    with serve(models_dir, watch_interval_s=0.1) as client:
+        before = client.post("/models/churn/predict", json=ROWS[0]).json()
+        import_model(tmp_path / "b.keras", "churn", models_dir, version=1, overwrite=True)
+        expected = keras_answer(second, ROWS[:1])[0]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            answer = client.post("/models/churn/predict", json=ROWS[0]).json()
+            if answer != before:
+                break
+            time.sleep(0.1)
+        got = [answer["predictions"][0]["probabilities"][c] for c in ("0", "1")]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert read_card(models_dir / "churn" / "1").output == "softmax"
+
+
+def test_unsupported_layers_and_bad_descriptions_are_named(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    a = keras.Input(shape=(1,), name="income")
+    bins = keras.layers.Discretization(bin_boundaries=[10.0, 20.0], name="income_bins")
+    encoded = keras.layers.CategoryEncoding(num_tokens=3, output_mode="one_hot")(bins(a))
+    b = keras.Input(shape=(1,), name="size")
+    x = keras.layers.Concatenate()([encoded, b])
+    model = keras.Model({"income": a, "size": b}, keras.layers.Dense(1, activation="sigmoid")(x))
+    model.save(tmp_path / "bins.keras")
+    with pytest.raises(ImportProblem, match=r"income_bins.*Discretization"):
+        import_model(tmp_path / "bins.keras", "bins", models_dir)
+
+    plain = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1, activation="sigmoid")])
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(ImportProblem, match="--description"):
+        import_model(tmp_path / "plain.keras", "plain", models_dir)
+    description = tmp_path / "inputs.json"
+    description.write_text(
+        json.dumps({"inputs": [{"name": "x", "type": "number", "mean": 0, "std": 1}]})
+    )
+    with pytest.raises(ImportProblem, match="takes 3 values, but the description encodes 1"):
+        import_model(tmp_path / "plain.keras", "plain", models_dir, None, description)
+    description.write_text(json.dumps({"inputs": [{"name": "x", "type": "numbr"}]}))
+    with pytest.raises(ImportProblem, match=r"inputs\.0\.type"):
+        import_model(tmp_path / "plain.keras", "plain", models_dir, None, description)
+    assert not (models_dir / "plain").exists() or not any((models_dir / "plain").iterdir())
+
+    # the command line: one clear line, exit status 2, never a traceback
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "import",
+            str(tmp_path / "bins.keras"),
+            "--name",
+            "bins",
+            "--models-dir",
+            str(models_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "income_bins" in result.stderr and "Traceback" not in result.stderr
+    assert CARD_FILE not in result.stdout
