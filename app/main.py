@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, playground
-from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
+from app.api import admin, docs, errors, formats, health, monitoring, native, tfserving, v2
 from app.api.body import BodyLimitMiddleware
 from app.api.fastpath import FastPathMiddleware, hot_routes
 from app.api.responses import FastJSONResponse
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(monitoring.router)
+    app.include_router(formats.router)
     playground.install(app)  # the page at /, calling only the public API
     if settings.admin_token is not None:
         app.include_router(admin.build_router(settings.admin_token.get_secret_value()))

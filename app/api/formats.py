@@ -1,0 +1,51 @@
+"""The on-disk format, published: JSON Schemas generated from the Pydantic models
+that define it, so the documentation cannot drift from what the service reads.
+
+- ``/schemas/model_card.json``: ``models/<name>/<version>/model_card.json``
+- ``/schemas/pipeline.json``: ``models/<name>/<version>/pipeline.json``
+- ``/schemas/model_config.json``: ``models/<name>/config.json`` (policy, labels, canary)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from app.api.errors import ClientError
+from app.api.responses import FastJSONResponse
+from app.artifacts import ModelCard, ModelConfig
+from app.encoding.format import PipelineFile
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "model_card": ModelCard,
+    "pipeline": PipelineFile,
+    "model_config": ModelConfig,
+}
+
+router = APIRouter(prefix="/schemas", tags=["on-disk format"])
+
+
+@functools.cache
+def schema_of(name: str) -> dict[str, Any]:
+    schema = SCHEMAS[name].model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"/schemas/{name}.json",
+        **schema,
+    }
+
+
+@router.get("", summary="The JSON Schemas of the on-disk format")
+async def list_schemas() -> dict[str, list[str]]:
+    return {"schemas": [f"/schemas/{name}.json" for name in SCHEMAS]}
+
+
+@router.get("/{file}", summary="One JSON Schema: model_card.json, pipeline.json, model_config.json")
+async def get_schema(file: str) -> FastJSONResponse:
+    name = file.removesuffix(".json")
+    if name not in SCHEMAS or not file.endswith(".json"):
+        raise ClientError(404, f"path.file: no schema {file!r}; there are {', '.join(SCHEMAS)}")
+    return FastJSONResponse(schema_of(name), media_type="application/schema+json")
