@@ -61,6 +61,16 @@ if TYPE_CHECKING:
     import keras
 
 TOLERANCE = 1e-5
+
+
+def difference(got: np.ndarray, expected: np.ndarray) -> float:
+    """Largest difference, relative to the value where it exceeds 1: probabilities are
+    compared to 1e-5 absolutely, a regression's prices to 1e-5 of their size (float32
+    carries about 7 digits, so 1e-5 absolute is out of reach for values near 100)."""
+    scale = np.maximum(1.0, np.abs(expected))
+    return float((np.abs(np.asarray(got) - expected) / scale).max())
+
+
 CHECK_ROWS = 256
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SUPPORTED_LAYERS = ("Normalization", "StringLookup", "CategoryEncoding")
@@ -579,7 +589,7 @@ def export(
     expected = np.asarray(net(encoded.astype(np.float32), training=False))
     try:
         net.export(str(staging / ONNX_FILE), format="onnx", verbose=False)
-        diff = float(np.abs(onnx_outputs(staging / ONNX_FILE, encoded) - expected).max())
+        diff = difference(onnx_outputs(staging / ONNX_FILE, encoded), expected)
     except Exception as exc:  # converters raise anything; the reason goes to the card
         (staging / ONNX_FILE).unlink(missing_ok=True)
         return "tensorflow", None, f"ONNX export failed ({type(exc).__name__}: {exc})"[:300]
@@ -693,7 +703,7 @@ def import_model(
     else:
         reading = None
         features = describe_plain(description, sample)
-        notes = [f"{f['name']}: {f['type']}, from the description" for f in features]
+        notes = [_describe(f) for f in features]
         width = int(model.inputs[0].shape[-1] or 0) if len(model.inputs) == 1 else -1
         pipeline_width = TabularPipeline(features).width
         if width != pipeline_width:
@@ -722,7 +732,7 @@ def import_model(
             from training.export import onnx_outputs
 
             served = onnx_outputs(staging / ONNX_FILE, encoded)
-        end_to_end = float(np.abs(served - reference).max())
+        end_to_end = difference(served, reference)
         if end_to_end > TOLERANCE:
             raise ImportProblem(
                 f"the served path differs from the Keras model by {end_to_end:.2e} on "
@@ -787,6 +797,16 @@ def import_model(
         if staging.exists():
             shutil.rmtree(staging)
     return card, destination, notes
+
+
+def _describe(f: dict[str, Any]) -> str:
+    if f["type"] == "numeric":
+        if (f["mean"], f["std"]) == (0.0, 1.0):
+            return f"{f['name']}: number, fed as it is"
+        return f"{f['name']}: number, standardised (mean {f['mean']:.4g}, std {f['std']:.4g})"
+    if f["type"] == "ordinal":
+        return f"{f['name']}: ordinal, levels {f['order']}"
+    return f"{f['name']}: category, one-hot over {f['vocabulary']}"
 
 
 def _mkdir(path: Path) -> Path:

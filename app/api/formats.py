@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
 from app.api.errors import ClientError
@@ -44,7 +44,9 @@ async def list_schemas() -> dict[str, list[str]]:
 
 
 @router.get("/{file}", summary="One JSON Schema: model_card.json, pipeline.json, model_config.json")
-async def get_schema(file: str) -> FastJSONResponse:
+async def get_schema(
+    file: str = Path(description="the schema's file name", examples=["model_card.json"]),
+) -> FastJSONResponse:
     name = file.removesuffix(".json")
     if name not in SCHEMAS or not file.endswith(".json"):
         raise ClientError(404, f"path.file: no schema {file!r}; there are {', '.join(SCHEMAS)}")
