@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from app.api.errors import ClientError
 from app.api.responses import FastJSONResponse
 from app.artifacts import ModelCard, ModelConfig
-from app.encoding.format import PipelineFile
+from app.pipeline_format import PipelineFile
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "model_card": ModelCard,

@@ -1,6 +1,6 @@
 """The documented shape of ``pipeline.json``, as Pydantic models.
 
-The encoders (``tabular.py``, ``image.py``) read the file as plain data, for speed
+The encoders (``app/encoding/tabular.py``, ``image.py``) read the file as plain data, for speed
 and so that they import nothing heavy; these models exist to publish its JSON Schema
 (``GET /schemas/pipeline.json``) and to check every committed artifact against it.
 Extra keys are allowed, so that a newer encoder's additions stay readable.
