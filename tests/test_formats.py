@@ -27,7 +27,7 @@ def served_schema(client: TestClient, name: str) -> dict[str, object]:
     return schema
 
 
-def test_the_schemas_are_listed_and_unknown_ones_are_404(client: TestClient) -> None:
+def test_the_schemas_are_listed_and_unknown_ones_refused(client: TestClient) -> None:
     listed = client.get("/schemas").json()["schemas"]
     assert listed == [
         "/schemas/model_card.json",
@@ -35,7 +35,7 @@ def test_the_schemas_are_listed_and_unknown_ones_are_404(client: TestClient) -> 
         "/schemas/model_config.json",
     ]
     missing = client.get("/schemas/nope.json")
-    assert missing.status_code == 404 and "model_card" in missing.json()["error"]
+    assert missing.status_code == 422 and "model_card.json" in missing.text
 
 
 @pytest.mark.parametrize(("name", "version", "path"), VERSIONS, ids=lambda v: str(v))

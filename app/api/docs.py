@@ -186,7 +186,11 @@ def _operation(
 ) -> dict[str, Any]:
     errors = dict(JSON_ERRORS)
     if upload:
-        errors = {**NATIVE_ERRORS, 413: {**JSON_ERRORS[413], "description": "Image too large"}}
+        errors = {
+            **NATIVE_ERRORS,
+            400: {**JSON_ERRORS[400], "description": "Malformed multipart body"},
+            413: {**JSON_ERRORS[413], "description": "Image too large"},
+        }
     responses: dict[str, Any] = {
         "200": {
             "description": "One prediction per instance",

@@ -9,12 +9,12 @@ that define it, so the documentation cannot drift from what the service reads.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
-from app.api.errors import ClientError
+from app.api.errors import ERROR_BODY
 from app.api.responses import FastJSONResponse
 from app.artifacts import ModelCard, ModelConfig
 from app.pipeline_format import PipelineFile
@@ -43,11 +43,21 @@ async def list_schemas() -> dict[str, list[str]]:
     return {"schemas": [f"/schemas/{name}.json" for name in SCHEMAS]}
 
 
-@router.get("/{file}", summary="One JSON Schema: model_card.json, pipeline.json, model_config.json")
+SchemaFile = Literal["model_card.json", "pipeline.json", "model_config.json"]
+
+
+@router.get(
+    "/{file}",
+    summary="One JSON Schema: model_card.json, pipeline.json, model_config.json",
+    response_class=FastJSONResponse,
+    responses={
+        200: {"content": {"application/schema+json": {"schema": {"type": "object"}}}},
+        422: {"description": "No such schema: names the ones there are", **ERROR_BODY},
+    },
+)
 async def get_schema(
-    file: str = Path(description="the schema's file name", examples=["model_card.json"]),
+    file: SchemaFile = Path(description="the schema's file name", examples=["model_card.json"]),
 ) -> FastJSONResponse:
-    name = file.removesuffix(".json")
-    if name not in SCHEMAS or not file.endswith(".json"):
-        raise ClientError(404, f"path.file: no schema {file!r}; there are {', '.join(SCHEMAS)}")
-    return FastJSONResponse(schema_of(name), media_type="application/schema+json")
+    return FastJSONResponse(
+        schema_of(file.removesuffix(".json")), media_type="application/schema+json"
+    )
