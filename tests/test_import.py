@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.artifacts import CARD_FILE, HISTORY_PLOT, ONNX_FILE, read_card
+from app.artifacts import CARD_FILE, HISTORY_PLOT, ONNX_FILE, PIPELINE_FILE, ModelCard, read_card
 from app.main import create_app
+from app.pipeline_format import PipelineFile
 from app.settings import Settings
 
 keras = pytest.importorskip("keras")
@@ -137,6 +138,8 @@ def test_keras_model_with_preprocessing_layers_answers_like_keras_on_every_proto
     assert [(f.name, f.type) for f in card.inputs] == [("age", "number"), ("plan", "category")]
     assert card.inputs[1].allowed == PLANS
     assert (destination / ONNX_FILE).is_file() and (destination / HISTORY_PLOT).is_file()
+    ModelCard.model_validate_json((destination / CARD_FILE).read_text())  # the documented
+    PipelineFile.model_validate_json((destination / PIPELINE_FILE).read_text())  # format
     assert any("age_norm" in note for note in notes)
 
     expected = keras_answer(model, ROWS)[:, 0]
@@ -232,6 +235,19 @@ def test_plain_model_with_a_yaml_description_and_a_csv_sample(
         wrong = client.post("/models/plain/predict", json={"age": 30, "plan": "gold"})
         assert wrong.status_code == 200  # an unseen category is flagged, not refused
         assert wrong.json()["predictions"][0]["unknown_categories"] == ["plan"]
+
+    # the same network as a SavedModel directory: it does not say its last activation,
+    # so the description must give the task
+    model.export(str(tmp_path / "plain_sm"), format="tf_saved_model", verbose=False)
+    with pytest.raises(ImportProblem, match="give task"):
+        import_model(tmp_path / "plain_sm", "saved", models_dir, None, description, sample)
+    description.write_text(description.read_text() + "task: binary\n")
+    card, _, _ = import_model(tmp_path / "plain_sm", "saved", models_dir, None, description, sample)
+    assert (card.task, card.output, card.classes) == ("binary", "softmax", ["no", "yes"])
+    with serve(models_dir) as client:
+        native = client.post("/models/saved/predict", json={"instances": rows}).json()
+        got = [[p["probabilities"][c] for c in ("no", "yes")] for p in native["predictions"]]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
 def test_regression_model_is_served_and_documented(models_dir: Path, tmp_path: Path) -> None:

@@ -472,6 +472,13 @@ def read_output(
     if _kind(last) == "Softmax":
         activation = "softmax"
     task = description.task
+    if _kind(last) == "TFSMLayer":  # a SavedModel does not say its last activation
+        if task is None:
+            raise ImportProblem(
+                "a SavedModel does not say what its output is: give task (binary, "
+                "multiclass or regression) in the description"
+            )
+        activation = "linear" if task == "regression" else "sigmoid" if width == 1 else "softmax"
     if activation == "sigmoid" and width == 1:
         output: Literal["sigmoid", "softmax", "linear"] = "sigmoid"
         task = task or "binary"
@@ -642,7 +649,7 @@ def load_keras(path: Path) -> keras.Model:
             layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
         except Exception as exc:
             raise ImportProblem(f"{path}: cannot load the SavedModel: {exc}") from None
-        return _wrap_saved_model(layer)
+        return _wrap_saved_model(layer, path)
     if path.suffix != ".keras":
         raise ImportProblem(f"{path}: expected a .keras file or a SavedModel directory")
     try:
@@ -651,11 +658,12 @@ def load_keras(path: Path) -> keras.Model:
         raise ImportProblem(f"{path}: cannot load the Keras model: {exc}") from None
 
 
-def _wrap_saved_model(layer: Any) -> keras.Model:
+def _wrap_saved_model(layer: Any, path: Path) -> keras.Model:
     """A SavedModel's serving signature as a one-input Keras model (a plain network)."""
     import keras
+    import tensorflow as tf
 
-    signature = layer._endpoint_signatures["serving_default"]
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     specs = list(signature.structured_input_signature[1].values())
     if len(specs) != 1 or len(specs[0].shape) != 2:
         raise ImportProblem("the SavedModel's serving_default must take one [batch, n] input")
