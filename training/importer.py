@@ -607,13 +607,34 @@ def export(
 
 
 def plot(history_path: Path, title: str, path: Path) -> bool:
-    from training.export import plot_history
+    """Loss (and accuracy or MAE where logged) per epoch, validation beside training."""
+    import matplotlib
 
-    history = json.loads(history_path.read_text())
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:
+        history = json.loads(history_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ImportProblem(f"{history_path}: cannot read the history: {exc}") from None
     history = history.get("history", history)  # keras History.history, or a dump of it
-    if not all(k in history for k in ("loss", "val_loss", "accuracy", "val_accuracy")):
-        return False
-    plot_history(history, title, path)
+    shown = [m for m in ("loss", "accuracy", "mae") if isinstance(history.get(m), list)]
+    if "loss" not in shown:
+        raise ImportProblem(f"{history_path}: a history needs a 'loss' list (History.history)")
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], shown, strict=True):
+        epochs = range(1, len(history[metric]) + 1)
+        ax.plot(epochs, history[metric], label="training")
+        if isinstance(history.get(f"val_{metric}"), list):
+            ax.plot(epochs, history[f"val_{metric}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
     return True
 
 

@@ -207,11 +207,18 @@
       const result = body.predictions[0];
       this.root.classList.remove("busy");
       this.error.hidden = true;
-      this.bars.setClasses(classes);
-      this.bars.show(result.probabilities, result.label);
-      this.prediction.textContent = result.label;
       this.prediction.dataset.version = String(body.version);
-      this.confidence.textContent = percent(result.probabilities[result.label]) + " · v" + body.version;
+      if (typeof result.prediction === "number") {
+        // a regression model answers one value, no classes
+        this.bars.setClasses([]);
+        this.prediction.textContent = result.prediction.toPrecision(6);
+        this.confidence.textContent = "v" + body.version;
+      } else {
+        this.bars.setClasses(classes);
+        this.bars.show(result.probabilities, result.label);
+        this.prediction.textContent = result.label;
+        this.confidence.textContent = percent(result.probabilities[result.label]) + " · v" + body.version;
+      }
       if (this.note) {
         const unknown = result.unknown_categories || [];
         this.note.hidden = unknown.length === 0;
@@ -486,13 +493,13 @@
   function renderCard(body, meta, historyUrl) {
     const card = meta.card || {};
     const metrics = meta.metrics || {};
-    const test = metrics.test || {};
+    const test = metrics.test || metrics.sample || {}; // imported models: scored on the sample
     const base = metrics.baseline || {};
 
     const facts = [
       ["Parameters", number(card.parameters, 0)],
       ["Architecture", card.architecture || "–"],
-      ["Task", card.task ? card.task + " · " + (meta.classes || []).length + " classes" : "–"],
+      ["Task", !card.task ? "–" : card.task === "regression" ? card.task : card.task + " · " + (meta.classes || []).length + " classes"],
       ["Epochs run", number(card.epochs_run, 0)],
       ["Test rows", number(test.rows, 0)],
       ["Trained", card.created ? card.created.slice(0, 10) : "–"],
@@ -510,6 +517,8 @@
       ["Accuracy", "accuracy", true],
       ["ROC AUC", "roc_auc", true],
       ["Log loss", "loss", false],
+      ["MAE", "mae", false],
+      ["RMSE", "rmse", false],
     ];
     table.replaceChildren(
       h(
