@@ -82,6 +82,13 @@ class Load:
         return seen
 
 
+def settle(load: Load) -> None:
+    """Forget what answered before now, once requests routed before a change are done."""
+    time.sleep(0.3)
+    load.seen()
+    time.sleep(0.5)
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -152,8 +159,7 @@ def test_labels_staging_promotion_and_canary_under_load(service: str, three_vers
         promoted = admin.post("/admin/models/iris/promote", json={"version": 2})
         assert promoted.status_code == 200, promoted.text
         assert promoted.json()["default_version"] == 2
-        load.seen()
-        time.sleep(0.5)
+        settle(load)
         assert load.seen() == {2}
         assert read_config(three_versions / "iris").labels == {"stable": 2}
 
@@ -192,8 +198,7 @@ def test_labels_staging_promotion_and_canary_under_load(service: str, three_vers
         promoted = admin.post("/admin/models/iris/promote", json={"label": "canary"})
         assert promoted.status_code == 200, promoted.text
         assert promoted.json()["config"]["labels"] == {"stable": 3}
-        load.seen()
-        time.sleep(0.5)
+        settle(load)
         assert load.seen() == {3}
 
         # the config file is watched: a policy keeping only 1 and 2 unloads 3, and the
@@ -202,8 +207,7 @@ def test_labels_staging_promotion_and_canary_under_load(service: str, three_vers
             json.dumps({"version_policy": {"specific": [1, 2]}})
         )
         wait_for(lambda: http.get("/models/iris").json()["default_version"] == 2)
-        load.seen()
-        time.sleep(0.5)
+        settle(load)
         assert load.seen() == {2}
         states = {v["version"]: v for v in http.get("/models/iris").json()["versions"]}
         assert states[3]["status"] == "UNLOADED" and states[3]["reason"] == OUTSIDE_POLICY
@@ -269,3 +273,35 @@ def test_bad_configs_are_refused_with_the_field(tmp_path: Path, config: dict[str
     key = next(iter(config))
     with pytest.raises(ValueError, match=key):
         ModelConfig.model_validate(config)
+
+
+def test_admin_config_changes_apply_at_once_and_are_written(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    for version in (1, 2):
+        copy_version(tmp_path, version, version)
+    settings = Settings(models_dir=tmp_path, runtime="onnx", watch_interval_s=0, admin_token=TOKEN)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/admin/models/iris/config").status_code == 401
+        answer = client.put(
+            "/admin/models/iris/config",
+            headers=AUTH,
+            json={"version_policy": {"specific": [1]}},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["default_version"] == 1 and answer.json()["written"] is True
+        states = {v["version"]: v["status"] for v in client.get("/models/iris").json()["versions"]}
+        assert states == {1: "AVAILABLE", 2: "UNLOADED"}  # unloaded at once, not next pass
+        assert read_config(tmp_path / "iris").version_policy.specific == [1]
+        bad = client.put("/admin/models/iris/config", headers=AUTH, json={"labels": {"Up": 1}})
+        assert bad.status_code == 422 and "Up" in bad.text
+        missing = client.delete("/admin/models/iris/labels/stable", headers=AUTH)
+        assert missing.status_code == 404 and "stable" in missing.json()["error"]
+        unknown = client.put("/admin/models/nope/labels/stable", headers=AUTH, json={"version": 1})
+        assert unknown.status_code == 404
+        back = client.put("/admin/models/iris/config", headers=AUTH, json={})
+        assert back.json()["default_version"] == 2  # every version again, the highest
+        assert client.post("/models/iris/predict", json=IRIS_ROW).json()["version"] == 2

@@ -71,7 +71,18 @@ def changes(repository: ModelRepository) -> list[Change]:
     return found
 
 
+_passes: dict[int, asyncio.Lock] = {}
+
+
 async def watch_once(repository: ModelRepository) -> list[Change]:
+    """One pass; the watcher and the admin API never run two at once on a repository
+    (both would load the same new version)."""
+    lock = _passes.setdefault(id(repository), asyncio.Lock())
+    async with lock:
+        return await _pass(repository)
+
+
+async def _pass(repository: ModelRepository) -> list[Change]:
     found = await anyio.to_thread.run_sync(changes, repository)
     for change in found:
         if change.kind == "unwanted":
