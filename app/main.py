@@ -17,8 +17,10 @@ from app import __version__, playground
 from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
 from app.api.body import BodyLimitMiddleware
 from app.api.fastpath import FastPathMiddleware, hot_routes
+from app.api.keys import ApiKeyMiddleware
 from app.api.responses import FastJSONResponse
 from app.api.timeout import TimeoutMiddleware
+from app.auth import KeyRing
 from app.devices import log_devices
 from app.observability.metrics import Metrics
 from app.observability.middleware import ObservabilityMiddleware
@@ -105,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
         )
+    if settings.api_keys:  # checked before anything reads the body
+        keys = KeyRing(key.get_secret_value() for key in settings.api_keys)
+        app.add_middleware(ApiKeyMiddleware, keys=keys, exempt=tuple(settings.api_key_exempt))
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
     return app
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.runtimes import RuntimeChoice
 
@@ -47,6 +48,27 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="bearer token for /admin; unset = admin endpoints absent"
     )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="keys for the prediction routes (each the key, or sha256:<hex digest>); "
+        "a JSON list or comma-separated; empty = no keys needed",
+    )
+    api_key_exempt: list[str] = Field(
+        default_factory=lambda: [
+            "/",
+            "/health/*",
+            "/v2/health/*",
+            "/metrics",
+            "/docs",
+            "/docs-assets/*",
+            "/openapi.json",
+            "/playground/*",
+            "/admin/*",
+            "/v2/repository/*",
+        ],
+        description="paths open without an API key: exact, or ending in /* for everything "
+        "below; the admin routes keep their own token",
+    )
     watch_interval_s: float = Field(
         5.0, ge=0, description="poll the models directory for new versions; 0 = off"
     )
@@ -78,6 +100,17 @@ class Settings(BaseSettings):
         description="extra wait for batch-mates, spent only when others are queued; 0 = merge "
         "only what queued while the previous call ran (fastest in the benchmark)",
     )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """``API_KEYS=k1,k2`` as well as a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(",") if part.strip()]
+        return value
 
 
 @lru_cache
