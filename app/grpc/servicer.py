@@ -84,6 +84,10 @@ WIDE = {
     "bool_contents": np.bool_,
 }
 UNSUPPORTED_OUTPUT = ("classification", "shared_memory_region")
+# from this many input values (or answered instances) on, decoding (or encoding) runs on
+# the data plane's preparation pool rather than on the event loop, as over REST
+LARGE_REQUEST = 4096
+LARGE_ANSWER = 64
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -390,7 +394,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             raise RpcError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         name, version = request.model_name, model_version(request.model_version)
         self.plane.model(name, version)  # an unknown model is NOT_FOUND whatever the body says
-        inference, as_raw = decode_request(request)
+        if sum(math.prod(i.shape) for i in request.inputs) >= LARGE_REQUEST:
+            inference, as_raw = await self.plane.offload(decode_request, request)
+        else:
+            inference, as_raw = decode_request(request)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:  # nobody is waiting for the answer
             raise RpcError(
@@ -401,7 +408,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             limit = min(limit, remaining)
         async with asyncio.timeout(limit):  # cancels queued work; the batcher drops it
             response = await self.plane.infer(name, version, inference)
-        return encode_response(response, as_raw, json.dumps(response.classes))
+        classes = json.dumps(response.classes)
+        if len(response.unknown_categories) >= LARGE_ANSWER:
+            return await self.plane.offload(encode_response, response, as_raw, classes)
+        return encode_response(response, as_raw, classes)
 
     # ------------------------------------------------------------ extensions
     @rpc
