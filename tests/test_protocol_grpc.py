@@ -376,3 +376,34 @@ def test_no_inference_starts_after_the_deadline() -> None:
         assert (stats.inference_count, stats.execution_count, stats.fail.count) == (0, 0, 0)
     finally:
         plane.close()
+
+
+def test_draining_server_is_unavailable_and_stops_with_the_app() -> None:
+    """In the app's own lifespan: ready while serving; once draining, not ready and
+    UNAVAILABLE for inference; closed when the app stops. GRPC_ENABLED=false: no port."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import MODELS_DIR
+
+    app = create_app(Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=0))
+    with TestClient(app):
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        assert client.is_server_ready()
+        rows = instances("iris", 2)
+        inputs = triton_inputs(client.get_model_metadata("iris"), rows)
+        assert len(client.infer("iris", inputs).as_numpy("label")) == len(rows)
+        app.state.draining = True
+        assert not client.is_server_ready()
+        assert_refused(lambda: client.infer("iris", inputs), grpc.StatusCode.UNAVAILABLE, "shut")
+    with pytest.raises(InferenceServerException) as caught:
+        client.is_server_live()
+    assert caught.value.status() == str(grpc.StatusCode.UNAVAILABLE)
+    client.close()
+
+    off = create_app(
+        Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=0, grpc_enabled=False)
+    )
+    with TestClient(off):
+        assert not hasattr(off.state, "grpc_port")
