@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import httpx
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -201,39 +200,3 @@ def test_merged_requests_show_fewer_executions_than_inferences() -> None:
         assert 1 <= snapshot["execution_count"] < 16
     finally:
         plane.close()
-
-
-def test_batcher_drops_callers_that_gave_up() -> None:
-    """A caller cancelled while queued (its deadline passed) is never computed."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from app.serving.batching import Batcher
-
-    seen: list[list[float]] = []
-    release = threading.Event()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        seen.append(x.ravel().tolist())
-        release.wait(10)  # the first call runs until the test lets it finish
-        return x * 2
-
-    async def scenario() -> None:
-        with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(run, pool, max_batch=8, max_wait=0)
-            first = asyncio.ensure_future(batcher.submit(np.array([[1.0]])))
-            await asyncio.sleep(0.05)  # the first call is running
-            gave_up = asyncio.ensure_future(batcher.submit(np.array([[2.0]])))
-            kept = asyncio.ensure_future(batcher.submit(np.array([[3.0]])))
-            await asyncio.sleep(0)  # both are queued behind it
-            assert batcher.queue_depth == 2
-            gave_up.cancel()
-            await asyncio.sleep(0)
-            release.set()
-            assert (await first).tolist() == [[2.0]]
-            assert (await kept).tolist() == [[6.0]]
-            assert gave_up.cancelled()
-
-    asyncio.run(scenario())
-    assert [1.0] in seen and [3.0] in seen
-    assert all(2.0 not in call for call in seen)

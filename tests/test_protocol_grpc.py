@@ -407,3 +407,48 @@ def test_draining_server_is_unavailable_and_stops_with_the_app() -> None:
     )
     with TestClient(off):
         assert not hasattr(off.state, "grpc_port")
+
+
+def test_api_keys_apply_over_grpc() -> None:
+    """With API_KEYS set, inference needs a key in metadata (x-api-key or authorization:
+    Bearer), as over HTTP; the health RPCs stay open."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import MODELS_DIR
+
+    settings = Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=0, api_keys=["k-123"])
+    app = create_app(settings)
+    with TestClient(app):
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        assert client.is_server_live() and client.is_server_ready()
+        code = grpc.StatusCode.UNAUTHENTICATED
+        assert_refused(lambda: client.get_model_metadata("iris"), code, "API key is required")
+        metadata = client.get_model_metadata("iris", headers={"x-api-key": "k-123"})
+        rows = instances("iris", 2)
+        inputs = triton_inputs(metadata, rows)
+        assert_refused(
+            lambda: client.infer("iris", inputs, headers={"x-api-key": "wrong"}), code, "not valid"
+        )
+        bearer = {"authorization": "Bearer k-123"}
+        assert len(client.infer("iris", inputs, headers=bearer).as_numpy("label")) == len(rows)
+        client.close()
+
+
+def test_oip_timeout_parameter_is_checked(
+    triton: grpcclient.InferenceServerClient, stub: service_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    """tritonclient's ``timeout`` (microseconds) is taken as a deadline, and checked
+    (tritonclient itself refuses to send anything but an integer, so the stub does)."""
+    rows = instances("iris", 2)
+    inputs = triton_inputs(triton.get_model_metadata("iris"), rows)
+    assert len(triton.infer("iris", inputs, timeout=5_000_000).as_numpy("label")) == len(rows)
+    request = service_pb2.ModelInferRequest(model_name="iris")
+    for name in ("sepal_length", "sepal_width", "petal_length", "petal_width"):
+        request.inputs.add(name=name, datatype="FP32", shape=[1]).contents.fp32_contents.append(1)
+    request.parameters["timeout"].string_param = "soon"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "parameters.timeout" in str(caught.value.details())

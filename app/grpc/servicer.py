@@ -45,11 +45,18 @@ from app.api.errors import ClientError
 from app.api.repository import statistics, token_matches
 from app.api.v2 import PLATFORMS, SERVER_NAME, describe
 from app.artifacts import MAX_VERSION, parse_version
+from app.auth import KeyRing, presented_key
 from app.observability.context import RequestFacts, current
 from app.observability.metrics import Metrics
 from app.serving import control
 from app.serving.dataplane import DataPlane
-from app.serving.errors import InvalidInput, ModelNotFound, Overloaded, ServingError
+from app.serving.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    ServingError,
+)
 from app.serving.inference import PROBABILITIES, InferenceRequest, Tensor, Tensors
 from app.settings import Settings
 
@@ -84,6 +91,11 @@ WIDE = {
     "bool_contents": np.bool_,
 }
 UNSUPPORTED_OUTPUT = ("classification", "shared_memory_region")
+# open without an API key, as their REST paths are by default (/v2/health/*, and
+# /v2/repository/*, which has the admin token)
+KEY_EXEMPT = frozenset(
+    {"ServerLive", "ServerReady", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"}
+)
 # from this many input values (or answered instances) on, decoding (or encoding) runs on
 # the data plane's preparation pool rather than on the event loop, as over REST
 LARGE_REQUEST = 4096
@@ -119,6 +131,8 @@ def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, Overloaded):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, DeadlineExceeded):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
     if isinstance(exc, control.LoadFailed):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, ServingError):
@@ -134,6 +148,7 @@ def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Metrics, access log, request facts and error statuses around one RPC method."""
     method = SERVICE + handler.__name__
+    needs_key = handler.__name__ not in KEY_EXEMPT
 
     @functools.wraps(handler)
     async def wrapper(
@@ -145,6 +160,8 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
+            if needs_key and self.keys.enabled:
+                self.check_key(context)
             return await handler(self, request, context)
         except asyncio.CancelledError:  # the client went away or its deadline passed
             code = grpc.StatusCode.CANCELLED
@@ -323,6 +340,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.metrics = metrics
         token = settings.admin_token
         self.admin_token = token.get_secret_value() if token is not None else None
+        self.keys = KeyRing(key.get_secret_value() for key in settings.api_keys)
 
     @property
     def plane(self) -> DataPlane:
@@ -398,15 +416,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             inference, as_raw = await self.plane.offload(decode_request, request)
         else:
             inference, as_raw = decode_request(request)
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:  # nobody is waiting for the answer
-            raise RpcError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference"
-            )
-        limit = self.settings.request_timeout_s
-        if remaining is not None:
-            limit = min(limit, remaining)
-        async with asyncio.timeout(limit):  # cancels queued work; the batcher drops it
+        limit = self.time_limit(context, inference.parameters.get("timeout"))
+        inference.deadline = time.monotonic() + limit  # queued work past it is dropped
+        async with asyncio.timeout(limit):  # and a running call is abandoned
             response = await self.plane.infer(name, version, inference)
         classes = json.dumps(response.classes)
         if len(response.unknown_categories) >= LARGE_ANSWER:
@@ -455,6 +467,43 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.authorize(context)
         control.unload_model(self.plane.repository, request.model_name)
         return service_pb2.RepositoryModelUnloadResponse()
+
+    def time_limit(self, context: grpc.aio.ServicerContext, timeout_us: Any) -> float:
+        """Seconds the call may take: the client's gRPC deadline, OIP's ``timeout``
+        parameter (microseconds, as Triton reads it) and REQUEST_TIMEOUT_S, whichever
+        is first. A deadline already past is refused before any work starts."""
+        limit = self.settings.request_timeout_s
+        if timeout_us is not None:
+            if type(timeout_us) is not int or timeout_us <= 0:
+                raise invalid(
+                    "parameters.timeout: must be a whole number of microseconds > 0, "
+                    f"got {timeout_us!r}"
+                )
+            limit = min(limit, timeout_us / 1e6)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            if remaining <= 0:  # nobody is waiting for the answer any more
+                raise RpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference"
+                )
+            limit = min(limit, remaining)
+        return limit
+
+    def check_key(self, context: grpc.aio.ServicerContext) -> None:
+        """API keys (API_KEYS) as over HTTP: metadata ``x-api-key`` or ``authorization:
+        Bearer <key>``; UNAUTHENTICATED otherwise."""
+        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
+        authorization, api_key = metadata.get("authorization"), metadata.get("x-api-key")
+        given = presented_key(
+            authorization if isinstance(authorization, str) else None,
+            api_key if isinstance(api_key, str) else None,
+        )
+        if not self.keys.accepts(given):
+            problem = "an API key is required" if given is None else "the API key is not valid"
+            raise RpcError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"authorization: {problem}; send metadata x-api-key or authorization: Bearer",
+            )
 
     def authorize(self, context: grpc.aio.ServicerContext) -> None:
         """Load and unload exist only with an admin token, sent as ``authorization``
