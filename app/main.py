@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, playground
 from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
+from app.api import repository as oip_repository
 from app.api.body import BodyLimitMiddleware
 from app.api.fastpath import FastPathMiddleware, hot_routes
 from app.api.keys import ApiKeyMiddleware
@@ -56,6 +57,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # which shortens the pauses that show up in tail latency
         gc.collect()
         gc.freeze()
+        grpc_server = None
+        if settings.grpc_enabled:  # the same plane over gRPC, on this event loop
+            from app.grpc.server import GrpcServer
+            from app.grpc.servicer import Served
+
+            draining = lambda: getattr(app.state, "draining", False)  # noqa: E731
+            served = Served(dataplane, draining, app.state.extensions)
+            grpc_server = GrpcServer(served, settings, metrics)
+            app.state.grpc_port = await grpc_server.start()
         log.info("ready: %d model versions serving", sum(1 for s in repository.states() if s.model))
         async with anyio.create_task_group() as background:
             if settings.watch_interval_s > 0:
@@ -65,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 app.state.draining = True
                 background.cancel_scope.cancel()
+        if grpc_server is not None:  # after HTTP drained: refuse new calls, finish running ones
+            await grpc_server.stop()
         dataplane.close()
 
     app = FastAPI(
@@ -79,12 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app.state.extensions = oip_repository.extensions(token)
     # routing tries every route in order until one matches: the two health probes, then
     # the prediction routes, then everything else
     app.include_router(health.router)
     app.include_router(v2.infer_router)
     app.include_router(tfserving.predict_router)
     app.include_router(native.router)
+    app.include_router(oip_repository.build_router(token))  # before v2: /v2/models/stats
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(monitoring.router)

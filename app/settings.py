@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="where models/<name>/<version>/ live")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_enabled: bool = Field(True, description="serve the Open Inference Protocol over gRPC")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="gRPC port (8001 as in Triton and KServe); 0 = any free"
+    )
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(False, description="one JSON object per log line")

@@ -66,8 +66,10 @@ def plane(request: Request) -> DataPlane:
 
 # ------------------------------------------------------------------ health, metadata
 @router.get("", summary="Server metadata: name, version, extensions")
-async def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+async def server_metadata(request: Request) -> dict[str, Any]:
+    # the app lists what it really serves (extensions depend on its settings)
+    extensions = getattr(request.app.state, "extensions", EXTENSIONS)
+    return {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
 
 
 @router.get("/health/live", summary="Server liveness (200: live)")

@@ -34,6 +34,7 @@ from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
 from app.serving.model import ServedModel
 from app.serving.repository import ModelRepository, VersionState
+from app.serving.statistics import Statistics, Timing
 from app.settings import Settings
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -68,6 +69,7 @@ class DataPlane:
         self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
         self._lanes: dict[tuple[str, int], Lane] = {}
         self.in_flight = 0  # inference requests between admission and answer
+        self.statistics = Statistics()  # per version, in Triton's shape (OIP extension)
         repository.listeners.append(self._forget)
         self.metrics.track_queue(self.queue_depth)
 
@@ -95,18 +97,27 @@ class DataPlane:
                 "flight; retry shortly"
             )
         self.in_flight += 1
+        stats = self.statistics.of(model.name, model.version)
+        started = time.perf_counter_ns()
         try:
             heavy = len(inputs) * model.values_per_instance >= OFFLOAD_VALUES
             if isinstance(inputs, ImageFile) or heavy:
                 encoded = await self.offload(model.encode, inputs)
             else:
                 encoded = model.encode(inputs)
+            encoded_at = time.perf_counter_ns()
+            timing = Timing()
             probabilities = await self.run(
-                model, encoded.matrix, request.deadline, request.disconnected
+                model, encoded.matrix, request.deadline, request.disconnected, timing
             )
+            response = model.respond(probabilities, encoded, outputs, request.id)
+        except BaseException:  # invalid input, dropped, a runtime fault, or the caller left
+            stats.failed(started, time.perf_counter_ns())
+            raise
         finally:
             self.in_flight -= 1
-        return model.respond(probabilities, encoded, outputs, request.id)
+        stats.succeeded(len(inputs), started, encoded_at, timing, time.perf_counter_ns())
+        return response
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run slow request preparation (decoding, encoding) on the preparation pool."""
@@ -125,16 +136,29 @@ class DataPlane:
         x: np.ndarray,
         deadline: float | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
+        timing: Timing | None = None,
     ) -> np.ndarray:
-        """Class probabilities for encoded rows ``x`` of ``model``."""
+        """Class probabilities for encoded rows ``x`` of ``model``; ``timing`` gets when
+        the runtime call ran (for the statistics)."""
         lane = self._lane(model)
         if lane.batcher is not None:
-            return await lane.batcher.submit(x, deadline, disconnected)
+            return await lane.batcher.submit(x, deadline, disconnected, timing)
         if deadline is not None and time.monotonic() > deadline:
             self._dropped(model, "deadline")
             raise DeadlineExceeded("the request's deadline passed before the model ran")
         self.metrics.batch_size.labels(model.name, str(model.version)).observe(len(x))
-        return await asyncio.get_running_loop().run_in_executor(self.executor, lane.run, x)
+        self.statistics.of(model.name, model.version).executed()
+        if timing is None:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, lane.run, x)
+
+        def timed() -> np.ndarray:
+            timing.started_ns = time.perf_counter_ns()
+            try:
+                return lane.run(x)
+            finally:
+                timing.finished_ns = time.perf_counter_ns()
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, timed)
 
     def _dropped(self, model: ServedModel, reason: str) -> None:
         self.metrics.rejected.labels(model.name, str(model.version), reason).inc()
@@ -166,12 +190,19 @@ class DataPlane:
             def dropped(reason: str) -> None:
                 rejected.labels(*labels, reason).inc()
 
+            observe = self.metrics.batch_size.labels(*labels).observe
+            executed = self.statistics.of(model.name, model.version).executed
+
+            def on_batch(rows: int) -> None:
+                observe(rows)
+                executed()
+
             batcher = Batcher(
                 timed,
                 self.executor,
                 self.settings.max_batch_size,
                 self.settings.max_batch_wait_ms / 1000,
-                on_batch=self.metrics.batch_size.labels(*labels).observe,
+                on_batch=on_batch,
                 max_queued=self.settings.max_queued_rows,
                 on_drop=dropped,
                 name=f"{model.name} v{model.version}",
