@@ -73,6 +73,20 @@ class Settings(BaseSettings):
         description="paths open without an API key: exact, or ending in /* for everything "
         "below; the admin routes keep their own token",
     )
+    payload_log_rate: float = Field(
+        0.0, ge=0, le=1, description="share of inferences whose payloads are logged; 0 = off"
+    )
+    payload_log_sink: str = Field(
+        "stdout",
+        description="stdout, a file path (rotated; file:/path also works), or an http(s) URL "
+        "that receives CloudEvents as KServe's payload logger sends them",
+    )
+    payload_log_redact: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="input fields logged as a SHA-256, not their value"
+    )
+    payload_log_buffer: int = Field(
+        1000, ge=1, description="records waiting for the sink; beyond it records are dropped"
+    )
     watch_interval_s: float = Field(
         5.0, ge=0, description="poll the models directory for new versions; 0 = off"
     )
@@ -105,9 +119,9 @@ class Settings(BaseSettings):
         "only what queued while the previous call ran (fastest in the benchmark)",
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "payload_log_redact", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         """``API_KEYS=k1,k2`` as well as a JSON list."""
         if isinstance(value, str):
             text = value.strip()

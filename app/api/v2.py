@@ -187,7 +187,10 @@ def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, boo
     if offset != len(binary):
         raise ClientError(400, f"body: {len(binary) - offset} bytes of binary data no input claims")
     outputs, binary_outputs = requested_outputs(payload.get("outputs"), parameters)
-    return InferenceRequest(Tensors(decoded), outputs, parameters, request_id), binary_outputs
+    infer_request = InferenceRequest(
+        Tensors(decoded), outputs, parameters, request_id, protocol="v2"
+    )
+    return infer_request, binary_outputs
 
 
 def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:

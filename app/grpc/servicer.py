@@ -248,7 +248,9 @@ def decode_request(request: service_pb2.ModelInferRequest) -> tuple[InferenceReq
             outputs.append(output.name)
             flags.append(flag)
         as_raw = any(flags)  # raw entries go by position: one way for every output
-    inference = InferenceRequest(Tensors(decoded), outputs, parameters, request.id or None)
+    inference = InferenceRequest(
+        Tensors(decoded), outputs, parameters, request.id or None, protocol="grpc"
+    )
     return inference, as_raw
 
 

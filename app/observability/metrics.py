@@ -47,6 +47,11 @@ class Metrics:
             ["model", "version", "reason"],
             registry=r,
         )
+        self.payload_log_dropped = Counter(
+            "keras_serve_payload_log_dropped",
+            "Payload log records dropped because the sink fell behind",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "keras_serve_queue_depth", "Requests waiting for a runtime call", registry=r
         )

@@ -29,8 +29,9 @@ import numpy as np
 
 from app.observability.context import note_model
 from app.observability.metrics import Metrics
+from app.observability.payloads import PayloadLogger
 from app.serving.batching import Batcher
-from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded
+from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded, ServingError
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
 from app.serving.model import ServedModel
 from app.serving.repository import ModelRepository, VersionState
@@ -69,6 +70,16 @@ class DataPlane:
         self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
         self._lanes: dict[tuple[str, int], Lane] = {}
         self.in_flight = 0  # inference requests between admission and answer
+        self.payloads: PayloadLogger | None = None
+        if settings.payload_log_rate > 0:
+            dropped = self.metrics.payload_log_dropped
+            self.payloads = PayloadLogger(
+                settings.payload_log_rate,
+                settings.payload_log_sink,
+                settings.payload_log_redact,
+                settings.payload_log_buffer,
+                on_drop=dropped.inc,
+            )
         self.statistics = Statistics()  # per version, in Triton's shape (OIP extension)
         repository.listeners.append(self._forget)
         self.metrics.track_queue(self.queue_depth)
@@ -85,6 +96,22 @@ class DataPlane:
         self, name: str, version: int | None, request: InferenceRequest
     ) -> InferenceResponse:
         """Validate, encode, batch, run and answer one request; raises ServingError."""
+        payloads = self.payloads
+        if payloads is None or not payloads.sampled():
+            return await self._infer(name, version, request)
+        started = time.perf_counter()
+        try:
+            response = await self._infer(name, version, request)
+        except ServingError as exc:
+            payloads.record(request, request.protocol, name, None, started, exc)
+            raise
+        images = self.repository.get(name, response.version).is_image
+        payloads.record(request, request.protocol, name, response, started, None, images)
+        return response
+
+    async def _infer(
+        self, name: str, version: int | None, request: InferenceRequest
+    ) -> InferenceResponse:
         model = self.model(name, version)
         outputs = model.select_outputs(request.outputs)
         inputs = request.inputs
@@ -223,6 +250,8 @@ class DataPlane:
             )
 
     def close(self) -> None:
+        if self.payloads is not None:
+            self.payloads.close()
         self.parser.shutdown(wait=True, cancel_futures=True)
         self.preparer.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=False)
