@@ -23,8 +23,10 @@ from app.api.responses import FastJSONResponse
 from app.api.timeout import TimeoutMiddleware
 from app.auth import KeyRing
 from app.devices import log_devices
+from app.observability import tracing
 from app.observability.metrics import Metrics
 from app.observability.middleware import ObservabilityMiddleware
+from app.observability.tracing import TracingMiddleware
 from app.runtimes import resolve
 from app.serving.dataplane import DataPlane
 from app.serving.repository import ModelRepository
@@ -126,6 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = KeyRing(key.get_secret_value() for key in settings.api_keys)
         app.add_middleware(ApiKeyMiddleware, keys=keys, exempt=tuple(settings.api_key_exempt))
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
+    # outermost: the trace context is open while everything inside runs and logs
+    app.add_middleware(TracingMiddleware)
+    tracing.exporter.configure(settings.otel_exporter_otlp_endpoint)
     return app
 
 

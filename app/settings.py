@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     payload_log_buffer: int = Field(
         1000, ge=1, description="records waiting for the sink; beyond it records are dropped"
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="export OpenTelemetry spans over OTLP/HTTP here (needs the opentelemetry "
+        "extra); unset = no spans, only traceparent propagation",
+    )
     watch_interval_s: float = Field(
         5.0, ge=0, description="poll the models directory for new versions; 0 = off"
     )

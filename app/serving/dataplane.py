@@ -27,6 +27,7 @@ from typing import ParamSpec, TypeVar
 
 import numpy as np
 
+from app.observability import tracing
 from app.observability.context import note_model
 from app.observability.metrics import Metrics
 from app.observability.payloads import PayloadLogger
@@ -143,7 +144,19 @@ class DataPlane:
             raise
         finally:
             self.in_flight -= 1
-        stats.succeeded(len(inputs), started, encoded_at, timing, time.perf_counter_ns())
+        ended = time.perf_counter_ns()
+        stats.succeeded(len(inputs), started, encoded_at, timing, ended)
+        if tracing.exporter.enabled:
+            tracing.note_stages(
+                model.name,
+                model.version,
+                [
+                    ("validate_encode", started, encoded_at),
+                    ("queue", encoded_at, timing.started_ns),
+                    ("inference", timing.started_ns, timing.finished_ns),
+                    ("respond", timing.finished_ns, ended),
+                ],
+            )
         return response
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
