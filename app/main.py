@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__, playground
 from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
 from app.api import repository as oip_repository
+from app.api.admission import AdmissionMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.fastpath import FastPathMiddleware, hot_routes
 from app.api.keys import ApiKeyMiddleware
@@ -28,6 +29,7 @@ from app.observability.metrics import Metrics
 from app.observability.middleware import ObservabilityMiddleware
 from app.observability.tracing import TracingMiddleware
 from app.runtimes import resolve
+from app.serving.admission import Admission
 from app.serving.dataplane import DataPlane
 from app.serving.repository import ModelRepository
 from app.serving.watcher import watch
@@ -39,6 +41,7 @@ log = logging.getLogger("app")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
+    gate = Admission(settings.max_in_flight)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.max_instances,
             settings.max_image_pixels,
         )
-        dataplane = DataPlane(repository, settings, metrics)
+        dataplane = DataPlane(repository, settings, metrics, gate)
         log.info("loading models from %s with the %s runtime", settings.models_dir, runtime)
         log_devices(runtime)  # what TF/ONNX Runtime see; each model logs its own device
         await anyio.to_thread.run_sync(repository.load_all)
@@ -124,6 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
         )
+    # inference requests beyond the limit are refused before their body is read
+    refused = metrics.rejected.labels("", "", "in_flight").inc
+    app.add_middleware(AdmissionMiddleware, gate=gate, on_refuse=refused)
     if settings.api_keys:  # checked before anything reads the body
         keys = KeyRing(key.get_secret_value() for key in settings.api_keys)
         app.add_middleware(ApiKeyMiddleware, keys=keys, exempt=tuple(settings.api_key_exempt))

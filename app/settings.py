@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     )
 
     max_in_flight: int = Field(
-        1024,
+        128,
         ge=1,
         description="inference requests admitted at once per process; beyond it a request "
         "is answered 503 with Retry-After at once",

@@ -31,6 +31,8 @@ from app.observability import tracing
 from app.observability.context import note_model
 from app.observability.metrics import Metrics
 from app.observability.payloads import PayloadLogger
+from app.serving import admission
+from app.serving.admission import Admission
 from app.serving.batching import Batcher
 from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded, ServingError
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
@@ -58,7 +60,11 @@ class Lane:
 
 class DataPlane:
     def __init__(
-        self, repository: ModelRepository, settings: Settings, metrics: Metrics | None = None
+        self,
+        repository: ModelRepository,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        gate: Admission | None = None,
     ) -> None:
         self.repository = repository
         self.settings = settings
@@ -70,7 +76,7 @@ class DataPlane:
         # the event loop gets the GIL back between two large bodies
         self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
         self._lanes: dict[tuple[str, int], Lane] = {}
-        self.in_flight = 0  # inference requests between admission and answer
+        self.admission = gate or Admission(settings.max_in_flight)
         self.payloads: PayloadLogger | None = None
         if settings.payload_log_rate > 0:
             dropped = self.metrics.payload_log_dropped
@@ -118,13 +124,10 @@ class DataPlane:
         inputs = request.inputs
         if isinstance(inputs, ImageFile) and not model.is_image:
             raise ModelNotFound(name, version, "does not offer image uploads")
-        if self.in_flight >= self.settings.max_in_flight:
+        entered = not admission.holding.get()
+        if entered and not self.admission.try_enter():
             self._dropped(model, "in_flight")
-            raise Overloaded(
-                f"the server is at its limit of {self.settings.max_in_flight} requests in "
-                "flight; retry shortly"
-            )
-        self.in_flight += 1
+            raise Overloaded(self.admission.refusal())
         stats = self.statistics.of(model.name, model.version)
         started = time.perf_counter_ns()
         try:
@@ -143,7 +146,8 @@ class DataPlane:
             stats.failed(started, time.perf_counter_ns())
             raise
         finally:
-            self.in_flight -= 1
+            if entered:
+                self.admission.leave()
         ended = time.perf_counter_ns()
         stats.succeeded(len(inputs), started, encoded_at, timing, ended)
         if tracing.exporter.enabled:
