@@ -13,7 +13,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.serving import admission
 from app.serving.admission import Admission
 
-
 OPERATOR_PATHS = ("/admin/", "/v2/repository/")
 
 
