@@ -180,7 +180,8 @@ def main() -> int:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     print(
-        f"server: python -m app, defaults; idle RSS {idle:.0f} MB; {args.clients} clients, {args.seconds:g} s"
+        f"server: python -m app, defaults; idle RSS {idle:.0f} MB; "
+        f"{args.clients} clients, {args.seconds:g} s"
     )
     print()
     print(
