@@ -1,0 +1,210 @@
+"""Servers that drain without resetting accepted connections, and the worker supervisor.
+
+Closing a listening socket resets every connection still in its accept queue: the
+client completed its handshake and may have sent its request, yet it gets a reset. With
+several workers it is worse: uvicorn's supervisor keeps the socket open while the
+workers drain, so the kernel keeps completing handshakes nobody will accept, and resets
+them all when the supervisor exits.
+
+On SIGTERM, before anything closes, :func:`quiesce` therefore attaches a socket filter
+that drops new SYNs to the listening socket (the kernel socket that every worker
+shares), and waits until the workers have accepted what is already queued. Clients
+whose SYN was dropped retry it, and are refused once the socket closes: never accepted,
+safe to retry elsewhere. Then the usual drain runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import tempfile
+import time
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from app.observability.logs import flush_logs
+
+log = logging.getLogger("app.runner")
+
+SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+# classic BPF, run on each TCP segment that reaches the listener: accept anything with
+# ACK set (handshakes already under way complete), drop a bare SYN, accept the rest
+_DROP_SYN = (
+    (0x30, 0, 0, 13),  # ldb [13]           TCP flags
+    (0x45, 2, 0, 0x10),  # jset #ACK          -> accept
+    (0x45, 0, 1, 0x02),  # jset #SYN          -> drop, else accept
+    (0x06, 0, 0, 0),  # ret #0             drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1            accept
+)
+_FILTER_CODE = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in _DROP_SYN))
+_FILTER = struct.pack("HL", len(_DROP_SYN), ctypes.addressof(_FILTER_CODE))
+
+
+def accept_queue(sock: Any) -> int:
+    """Connections the kernel completed that no one accepted yet (``tcpi_unacked`` of a
+    listening socket)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, 24)[0])
+
+
+def refuse_new_connections(sockets: Iterable[Any]) -> list[Any]:
+    """Drop new SYNs on these listening TCP sockets; returns those it applies to."""
+    done = []
+    for sock in sockets:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _FILTER)
+            accept_queue(sock)
+        except OSError as exc:  # not Linux, or not allowed: fall back to closing
+            log.warning("cannot hold back new connections on %s: %s", sock, exc)
+            continue
+        done.append(sock)
+    return done
+
+
+def quiesce(sockets: Iterable[Any], timeout: float = 5.0) -> None:
+    """Stop taking new connections, then wait (at most ``timeout``) until the accept
+    queue stays empty, while the caller's event loop or the workers keep accepting."""
+    held = refuse_new_connections(sockets)
+    deadline = time.monotonic() + timeout
+    empty_since: float | None = None
+    while held and time.monotonic() < deadline:
+        if any(accept_queue(s) for s in held):
+            empty_since = None
+        elif empty_since is None:
+            empty_since = time.monotonic()
+        elif time.monotonic() - empty_since > 0.05:  # handshakes in flight have landed
+            return
+        time.sleep(0.005)
+
+
+async def quiesce_async(sockets: Iterable[Any], timeout: float = 5.0) -> None:
+    """:func:`quiesce` for a server whose own event loop does the accepting."""
+    import asyncio
+
+    held = refuse_new_connections(sockets)
+    deadline = time.monotonic() + timeout
+    empty_since: float | None = None
+    while held and time.monotonic() < deadline:
+        if any(accept_queue(s) for s in held):
+            empty_since = None
+        elif empty_since is None:
+            empty_since = time.monotonic()
+        elif time.monotonic() - empty_since > 0.05:
+            return
+        await asyncio.sleep(0.005)
+
+
+class DrainingServer(uvicorn.Server):
+    """Uvicorn, except that on SIGTERM/SIGINT it first accepts what the kernel already
+    queued (:func:`quiesce`), writes its logs out, and exits with status 0 once drained.
+
+    Uvicorn re-raises the signal after its graceful shutdown, so the process would end
+    "killed by SIGTERM" (status -15) although every request was answered; orchestrators
+    read that as a crash, and the re-raised signal would skip the log writer's flush.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        listeners = [s for server in self.servers for s in (server.sockets or ())]
+        await quiesce_async(listeners or sockets or [])
+        await super().shutdown(sockets=sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                handled = (signal.SIGTERM, signal.SIGINT)
+                self._captured_signals = [s for s in self._captured_signals if s not in handled]
+                flush_logs()
+
+
+class WorkerProcess(Process):
+    """A worker running :class:`DrainingServer` (uvicorn's runs the plain Server)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
+
+
+class Supervisor(Multiprocess):
+    """Uvicorn's worker supervisor (which already restarts a worker that died or hangs),
+    plus: new connections held back before the workers drain, a dead worker's live
+    gauges removed from the shared metrics directory, and that directory removed at exit.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], metrics_dir: Path | None
+    ) -> None:
+        super().__init__(config, sockets)
+        self.metrics_dir = metrics_dir
+
+    def init_processes(self) -> None:
+        for _ in range(self.processes_num):
+            process = WorkerProcess(self.config, self.sockets)
+            process.start()
+            self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for index, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # it hangs, or it is gone already
+            process.join()
+            self._forget(process.pid)
+            if process.exitcode == STARTUP_FAILURE:  # the app cannot start: nor will the next
+                log.error("worker %s failed to start; stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.warning(
+                "worker %s died (exit code %s); starting another", process.pid, process.exitcode
+            )
+            replacement = WorkerProcess(self.config, self.sockets)
+            replacement.start()
+            self.processes[index] = replacement
+
+    def terminate_all(self) -> None:
+        log.info("no new connections; letting the workers accept what is queued, then drain")
+        quiesce(self.sockets)
+        super().terminate_all()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            for sock in self.sockets:
+                sock.close()
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            flush_logs()
+
+    def _forget(self, pid: int | None) -> None:
+        if self.metrics_dir is None or pid is None:
+            return
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+
+
+def make_metrics_dir(parent: Path | None) -> Path:
+    """A fresh directory for this start's multiprocess metrics (removed at exit)."""
+    return Path(tempfile.mkdtemp(prefix=f"keras-serve-metrics-{os.getpid()}-", dir=parent))
