@@ -59,6 +59,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cls.max_headers = settings.max_headers
             cls.head_timeout = settings.header_timeout_s
         super().connection_made(transport)
+        self.connected_at = self.loop.time()  # read by a draining server (app.runner.process)
         self._head_bytes = 0
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(

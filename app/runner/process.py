@@ -15,6 +15,7 @@ safe to retry elsewhere. Then the usual drain runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -92,8 +93,6 @@ def quiesce(sockets: Iterable[Any], timeout: float = 5.0) -> None:
 
 async def quiesce_async(sockets: Iterable[Any], timeout: float = 5.0) -> None:
     """:func:`quiesce` for a server whose own event loop does the accepting."""
-    import asyncio
-
     held = refuse_new_connections(sockets)
     deadline = time.monotonic() + timeout
     empty_since: float | None = None
@@ -116,10 +115,27 @@ class DrainingServer(uvicorn.Server):
     read that as a crash, and the re-raised signal would skip the log writer's flush.
     """
 
+    first_request_grace = 1.0  # seconds a just-accepted connection gets to send its request
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         listeners = [s for server in self.servers for s in (server.sockets or ())]
         await quiesce_async(listeners or sockets or [])
+        # uvicorn closes every connection without a request in progress; one accepted
+        # a moment ago has its request on the way: wait for it (briefly) first
+        deadline = time.monotonic() + self.first_request_grace
+        while time.monotonic() < deadline and any(
+            self._awaiting_first_request(c) for c in self.server_state.connections
+        ):
+            await asyncio.sleep(0.005)
         await super().shutdown(sockets=sockets)
+
+    def _awaiting_first_request(self, connection: Any) -> bool:
+        if getattr(connection, "cycle", False) is not None:
+            return False
+        connected_at = getattr(connection, "connected_at", None)
+        if connected_at is None:
+            return False
+        return bool(connection.loop.time() - connected_at < self.first_request_grace)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
