@@ -14,7 +14,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from app.observability.logs import uvicorn_log_config
-from app.observability.metrics import MULTIPROC_ENV
+from app.observability.metrics import MULTIPROC_ENV, SUPERVISOR_ENV
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -64,6 +64,7 @@ def main() -> None:
 
         metrics_dir = make_metrics_dir(settings.metrics_dir)
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
     config = uvicorn_config(settings)  # configures logging
     log.info("settings: %s", settings_summary(settings))
 

@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SUPERVISOR_ENV = "KERAS_SERVE_SUPERVISOR_PID"  # set by python -m app for its workers
 # ONNX Runtime answers these networks in 20-30 us, HTTP round trips take ~100 us, a
 # TensorFlow call ~0.3 ms, a big digits batch tens of ms: buckets from 10 us to 30 s
 LATENCY_BUCKETS = (
@@ -168,7 +169,8 @@ class WorkerProcesses:
         self.directory = directory
 
     def pids(self) -> list[int]:
-        found = {os.getppid()}
+        supervisor = os.environ.get(SUPERVISOR_ENV, "")
+        found = {int(supervisor)} if supervisor.isdigit() else set()
         for path in self.directory.glob("*.db"):
             tail = path.stem.rsplit("_", 1)[-1]
             if tail.isdigit():

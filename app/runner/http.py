@@ -9,8 +9,8 @@ size too, but parses in Python) and adds, per connection:
 - a bound on the bytes of the request head (request line and headers): 431 beyond it,
   memory held at most the bound plus one read (256 KiB);
 - a bound on the number of header lines: 431;
-- a time limit for the head, from the connection's start or the previous response's
-  end to the end of the headers: 408 and the connection closed;
+- a time limit for the head, from the connection's start, or from the first read of a
+  later request's head that did not hold all of it: 408 and the connection closed;
 - the idle keep-alive timeout is uvicorn's own (``timeout_keep_alive``).
 """
 
@@ -62,6 +62,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.connected_at = self.loop.time()  # read by a draining server (app.runner.process)
         self._head_bytes = 0
         self._in_head = True
+        self._head_started = False
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
             cls.head_timeout, self._head_timed_out
         )
@@ -86,12 +87,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.logger.warning(msg)
             self.send_400_response(msg)
             return
-        # still in the head after the parser took this read: is it within the bound?
-        if self._in_head and self._head_bytes > self.max_head_bytes:
-            self._refuse(TOO_LARGE, "request head over %d bytes", self.max_head_bytes)
+        if self._in_head:  # the head is incomplete after this read
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(TOO_LARGE, "request head over %d bytes", self.max_head_bytes)
+            elif self._head_started and self._head_timer is None:  # it trickles in
+                self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def on_message_begin(self) -> None:
+        self._head_started = True
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_started = False
         self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -101,15 +109,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused  # the parser stops; data_received sees a closing transport
         super().on_headers_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:
-            # the next request's head starts now; the keep-alive timer covers the idle
-            # wait, and ours the head as a whole
-            self._in_head = True
-            self._head_timer = self.loop.call_later(
-                self.timeout_keep_alive + self.head_timeout, self._head_timed_out
-            )
+    def on_message_complete(self) -> None:
+        # whatever comes next on this connection is the next request's head (uvicorn's
+        # keep-alive timer covers an idle wait for it; a head that does not arrive in
+        # one read starts our timer in data_received, so the usual case costs no timer)
+        self._in_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
