@@ -170,4 +170,4 @@ def test_sigterm_under_load_answers_every_accepted_connection(workers: int) -> N
     assert len(answered) >= 50
     assert set(answered) == {200}
     assert unanswered == [], unanswered[:5]
-    assert len(refused) <= 32
+    assert 0 < len(refused) <= 32  # clients kept trying after the signal: refused, not reset
