@@ -7,12 +7,12 @@
 #   4. run it with podman (host network), get a prediction, then SIGTERM it under load
 #      and check the drain: exit status 0 and no accepted request left unanswered.
 #
-# Needs root, debootstrap, buildah and podman (Debian: apt-get install -y debootstrap
-# buildah podman), Debian's package mirror for step 1 and the Python package index
+# Needs root, debootstrap, buildah, podman and runc (Debian: apt-get install -y debootstrap
+# buildah podman runc), Debian's package mirror for step 1 and the Python package index
 # for step 3 (pip runs in the build, on the host's network).
 #
 #   deploy/build-local.sh            # everything; the rootfs is cached in $WORK
-#   PORT=8123 WORK=/var/tmp/ks deploy/build-local.sh
+#   PORT=8123 WORK=/var/tmp/ks WORKERS=2 deploy/build-local.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +23,15 @@ BASE=${BASE:-localhost/keras-serve-base:$SUITE}
 IMAGE=${IMAGE:-localhost/keras-serve:cpu}
 PORT=${PORT:-8123}
 NAME=keras-serve-local-$$
+# runc, where installed: crun refuses hosts whose cgroups are in hybrid mode (v1 controllers
+# mounted) with "cgroups in hybrid mode not supported, drop all controllers from cgroupv2"
+OCI=${OCI:-$(command -v runc >/dev/null && echo runc || echo crun)}
+# a container gets the caller's open-file limits: podman's default (1048576) needs
+# CAP_SYS_RESOURCE to set, which a root without it lacks ("setrlimit RLIMIT_NOFILE");
+# its HEALTHCHECK needs systemd timers (absent in a plain VM or container): the script
+# polls /health/ready itself
+ULIMIT="--ulimit nofile=$(ulimit -Sn):$(ulimit -Hn)"
+RUN_ULIMIT="$ULIMIT --ulimit nproc=32768:32768"
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -51,19 +60,19 @@ buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
     --env LANG=C.UTF-8 --cmd python3 "$ctr"
 buildah commit --rm "$ctr" "$BASE" >/dev/null
 probe=$(buildah from "$BASE")
-buildah run --network host "$probe" -- python --version
+buildah run --runtime "$OCI" --network host "$probe" -- python --version
 buildah rm "$probe" >/dev/null
 
 # ---- 3. the cpu target on it
 log "build $IMAGE (cpu target)"
 started=$(date +%s)
-buildah bud --format docker --layers --network host \
+buildah bud --runtime "$OCI" $ULIMIT --format docker --layers --network host \
     --build-arg "PYTHON_IMAGE=$BASE" --target cpu -t "$IMAGE" "$ROOT"
 log "built in $(( $(date +%s) - started )) s; $(podman image inspect "$IMAGE" --format '{{.Size}}') bytes"
 
 # ---- 4. run, predict, drain
 log "run $IMAGE on port $PORT"
-podman run -d --name "$NAME" --network host -e PORT="$PORT" -e HOST=127.0.0.1 "$IMAGE" >/dev/null
+podman --runtime "$OCI" run $RUN_ULIMIT --no-healthcheck -d --name "$NAME" --network host -e PORT="$PORT" -e HOST=127.0.0.1 -e WORKERS="${WORKERS:-1}" "$IMAGE" >/dev/null
 trap 'podman rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 1 120); do
     curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null && break
@@ -89,7 +98,7 @@ for i in $(seq 1 16); do
       done ) &
 done
 sleep 2
-podman stop -t 30 "$NAME" >/dev/null   # SIGTERM, SIGKILL after 30 s
+podman --runtime "$OCI" stop -t 30 "$NAME" >/dev/null   # SIGTERM, SIGKILL after 30 s
 wait
 status=$(podman inspect "$NAME" --format '{{.State.ExitCode}}')
 answered=$(grep -c '^200 ' "$results" || true)
