@@ -102,9 +102,14 @@ podman --runtime "$OCI" stop -t 30 "$NAME" >/dev/null   # SIGTERM, SIGKILL after
 wait
 status=$(podman inspect "$NAME" --format '{{.State.ExitCode}}')
 answered=$(grep -c '^200 ' "$results" || true)
-refused=$(grep -c ' 7$' "$results" || true)        # curl 7: connection refused
-other=$(grep -vc -e '^200 ' -e ' 7$' "$results" || true)
-echo "exit status $status; answered $answered; refused (never accepted) $refused; other $other"
-podman logs "$NAME" 2>&1 | tail -5
-[ "$status" = 0 ] && [ "$other" = 0 ] && [ "$answered" -gt 0 ]
+turned_away=$(grep -c '^503 ' "$results" || true)  # answered 503 + Retry-After while draining
+refused=$(grep -c ' 7$' "$results" || true)        # curl 7: connection refused, never accepted
+other=$(grep -vc -e '^200 ' -e '^503 ' -e ' 7$' "$results" || true)  # reset, timed out...
+echo "exit status $status; answered 200: $answered; answered 503: $turned_away;" \
+    "refused (never accepted): $refused; unanswered: $other"
+podman logs "$NAME" 2>&1 | grep -v ' app.access ' | tail -8
+if [ "$status" != 0 ] || [ "$other" != 0 ] || [ "$answered" = 0 ]; then
+    log "FAILED"
+    exit 1
+fi
 log "ok"

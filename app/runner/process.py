@@ -25,6 +25,7 @@ import signal
 import socket
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Generator, Iterable
 from pathlib import Path
@@ -60,19 +61,71 @@ def accept_queue(sock: Any) -> int:
 
 
 def refuse_new_connections(sockets: Iterable[Any]) -> list[Any]:
-    """Drop new SYNs on these listening TCP sockets; returns those it applies to."""
+    """Hold back new connections on these listening TCP sockets; returns those it applies to.
+
+    A socket filter that drops new SYNs needs ``CAP_NET_ADMIN`` (root on the host; a
+    container or pod must add it). Without it the accept queue is cut to its minimum
+    (``listen(0)``: one connection) instead, so few can still slip in; the supervisor
+    answers those with a 503 (:func:`answer_stragglers`).
+    """
     done = []
     for sock in sockets:
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
             continue
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _FILTER)
+        except OSError as exc:
+            with socket.socket(fileno=os.dup(sock.fileno())) as same:
+                same.listen(0)
+            log.info("new connections: accept queue cut to one (no socket filter: %s)", exc)
+        try:
             accept_queue(sock)
-        except OSError as exc:  # not Linux, or not allowed: fall back to closing
-            log.warning("cannot hold back new connections on %s: %s", sock, exc)
+        except OSError:  # not Linux
             continue
         done.append(sock)
     return done
+
+
+UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: 48\r\n\r\n"
+    b'{"error": "the server is shutting down; retry"}\n'
+)
+
+
+def answer_stragglers(sockets: Iterable[Any], stop: threading.Event) -> None:
+    """While the workers drain, accept what still reaches the socket and answer 503
+    (instead of leaving it queued, to be reset when the socket closes)."""
+    listeners = [socket.socket(fileno=os.dup(s.fileno())) for s in sockets]
+    for listener in listeners:
+        listener.settimeout(0.02)
+    try:
+        while True:
+            stopping = stop.is_set()
+            for listener in listeners:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:  # nothing queued (timeout), or closed
+                    continue
+                threading.Thread(target=_unavailable, args=(connection,), daemon=True).start()
+            if stopping:
+                return
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def _unavailable(connection: socket.socket) -> None:
+    with connection:
+        connection.settimeout(1.0)
+        try:
+            connection.recv(65536)  # the request head: unread data would turn close into a reset
+            connection.sendall(UNAVAILABLE)
+            connection.shutdown(socket.SHUT_WR)
+            while connection.recv(65536):
+                pass
+        except OSError:
+            pass
 
 
 def quiesce(sockets: Iterable[Any], timeout: float = 5.0) -> None:
@@ -202,6 +255,16 @@ class Supervisor(Multiprocess):
         log.info("no new connections; letting the workers accept what is queued, then drain")
         quiesce(self.sockets)
         super().terminate_all()
+
+    def join_all(self) -> None:
+        stop = threading.Event()
+        sweeper = threading.Thread(target=answer_stragglers, args=(self.sockets, stop))
+        sweeper.start()
+        try:
+            super().join_all()
+        finally:
+            stop.set()
+            sweeper.join(5)
 
     def run(self) -> None:
         try:
