@@ -10,7 +10,11 @@ On SIGTERM, before anything closes, :func:`quiesce` therefore attaches a socket 
 that drops new SYNs to the listening socket (the kernel socket that every worker
 shares), and waits until the workers have accepted what is already queued. Clients
 whose SYN was dropped retry it, and are refused once the socket closes: never accepted,
-safe to retry elsewhere. Then the usual drain runs.
+safe to retry elsewhere. Then the usual drain runs. The filter needs ``CAP_NET_ADMIN``;
+without it (a non-root container) the accept queue is cut to one connection, and the
+supervisor answers 503 with ``Retry-After`` to whatever still arrives while the workers
+drain. Only a single worker without the capability keeps a window of microseconds (a
+connection arriving between the last accept and the close) where a reset can happen.
 """
 
 from __future__ import annotations
