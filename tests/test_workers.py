@@ -83,7 +83,10 @@ def test_counters_are_summed_over_workers_and_monotonic(two_workers: Service) ->
     pids = set(re.findall(r'process_resident_memory_bytes\{pid="(\d+)"\}', text))
     assert {int(p) for p in pids} == children(two_workers.process.pid) | {two_workers.process.pid}
     assert re.search(r'keras_serve_model_loaded\{model="iris",version="2"\} 1\.0', text)
-    latency = r'keras_serve_request_duration_seconds_count\{model="iris",protocol="native",version="2"\} (\S+)'
+    latency = (
+        r"keras_serve_request_duration_seconds_count"
+        r'\{model="iris",protocol="native",version="2"\} (\S+)'
+    )
     match = re.search(latency, text)
     assert match and float(match.group(1)) == sent
     assert 'keras_serve_inference_duration_seconds_bucket{le="2.5e-05"' in text
