@@ -114,6 +114,22 @@ class Settings(BaseSettings):
         description="rows waiting in one model version's batch queue; beyond it a request "
         "is answered 503 with Retry-After at once",
     )
+    # HTTP limits, enforced by app.runner.http (see docs/deployment.md)
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line plus headers; 431 beyond"
+    )
+    max_headers: int = Field(100, ge=8, description="header fields per request; 431 beyond")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="time for a request's line and headers to arrive; 408 after"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        description="where WORKERS > 1 makes its per-start metrics directory; unset = the "
+        "system temporary directory",
+    )
 
     batching: bool = Field(True, description="merge concurrent requests into one runtime call")
     max_batch_size: int = Field(64, ge=1, description="instances per merged runtime call")

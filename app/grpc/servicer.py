@@ -176,7 +176,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(facts.model, facts.version, PROTOCOL, code.name).inc()
-            self.metrics.latency.labels(PROTOCOL).observe(elapsed)
+            self.metrics.latency.labels(facts.model, facts.version, PROTOCOL).observe(elapsed)
             if self.settings.access_log:
                 access.info(
                     "GRPC %s %s %.2fms",
