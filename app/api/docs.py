@@ -530,7 +530,7 @@ def error_codes(method: str, path: str) -> dict[str, str]:
             codes["413"] = "Image over MAX_IMAGE_BYTES, or body over MAX_BODY_BYTES"
             codes["422"] = "No file, or a file that is not a readable PNG/JPEG image"
         elif native:
-            codes["400"] = "Malformed JSON"
+            codes["400"] = "Malformed JSON, or a bad X-Request-Timeout header"
             codes["413"] = "Body over MAX_BODY_BYTES"
             codes["422"] = "Invalid input: the error names the field and the problem"
         else:

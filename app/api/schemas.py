@@ -115,7 +115,7 @@ class InferenceRequest(BaseModel):
 
     id: str | None = Field(None, description="echoed in the response")
     parameters: dict[str, Any] | None = Field(
-        None, description='e.g. {"timeout": seconds} for this request\'s own deadline'
+        None, description='e.g. {"timeout": microseconds}: this request\'s own deadline'
     )
     inputs: list[RequestInput] = Field(description="one tensor per model input (see metadata)")
     outputs: list[RequestOutput] | None = Field(None, description="absent: every output")
