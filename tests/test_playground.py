@@ -534,6 +534,19 @@ def test_the_drawn_digit_as_curl_gives_the_same_answer(page: tuple[Any, Watch]) 
         )
         assert got[0] == label
         assert got[1] == pytest.approx(probabilities, abs=1e-6)
+    python = _snippet(tab, "digits", "native", "python")
+    assert len(python.splitlines()) < 50  # the image one row a line, not a number a line
+    printed = ast.literal_eval(_run([sys.executable, "-c", python]))
+    assert printed["predictions"][0]["probabilities"] == probabilities
+    node = shutil.which("node")
+    if node:
+        javascript = _snippet(tab, "digits", "native", "javascript")
+        script = javascript.replace(
+            "console.log(await response.json());",
+            "console.log(JSON.stringify(await response.json()));",
+        )
+        out = json.loads(_run([node, "--input-type=module", "-"], stdin=script))
+        assert out["predictions"][0]["probabilities"] == probabilities
     watch.assert_clean()
 
 

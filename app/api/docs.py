@@ -30,7 +30,7 @@ from app import __version__
 from app.api import schemas as models_of_responses
 from app.api.native import UPLOAD_DOC
 from app.serving.dataplane import DataPlane
-from app.serving.inference import Rows
+from app.serving.inference import ImageFile, Rows
 from app.serving.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,11 @@ def add_model_operations(document: dict[str, Any], models: dict[str, ServedModel
                 }
             },
         }
-        image_answer = _json_response("The digit read from the image", "PredictResponse", None)
+        image_answer = _json_response(
+            "The digit read from the image (shown: the card's example saved as a PNG)",
+            "PredictResponse",
+            shown.get("upload"),
+        )
         paths[f"/models/{name}/predict/image"] = {
             "post": _operation(
                 f"Predict with {name} from an uploaded image",
@@ -305,13 +309,36 @@ def real_examples(model: ServedModel) -> dict[str, Any]:
     except Exception:  # documentation must never break the service
         log.warning("no example answer for %s v%s", model.name, model.version, exc_info=True)
         return {}
-    return {
+    found = {
         "native": _body(native.respond(response)),
         "v2_request": v2_request(model),
         "v2": _body(v2.encode(response, {"": False}, v2.classes_parameter(response.classes))),
         "tfserving_request": {"instances": [model.card.example]},
         "tfserving": _body(tfserving.encode(response, "instances")),
     }
+    if model.is_image:
+        try:
+            found["upload"] = _body(native.respond(upload_answer(model)))
+        except Exception:  # documentation must never break the service
+            log.warning("no upload example for %s v%s", model.name, model.version, exc_info=True)
+    return found
+
+
+def upload_answer(model: ServedModel) -> Any:
+    """The card's example image saved as a PNG and uploaded: the answer an upload gets."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    field = model.card.inputs[0]
+    height, width = field.shape or [28, 28]
+    pixels = np.asarray(model.card.example[field.name], dtype=np.uint8).reshape(height, width)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    encoded = model.encode(ImageFile(buffer.getvalue()))
+    probabilities = model.predict(encoded.matrix)
+    return model.respond(probabilities, encoded, model.signature.output_names)
 
 
 def _body(response: Any) -> Any:

@@ -138,23 +138,23 @@
     return new URL(path, document.baseURI).href;
   }
 
-  /** A value as a Python literal (JSON's null/true/false are not Python). */
-  function pyLiteral(value, indent) {
-    const pad = "    ".repeat(indent + 1);
-    const end = "    ".repeat(indent);
-    if (value === null || value === undefined) return "None";
-    if (value === true) return "True";
-    if (value === false) return "False";
+  /** A value as a readable literal: objects one key a line, number arrays on one line
+   * (a 28x28 image is 28 lines, not 812). Python spells null/true/false its own way. */
+  function literal(value, indent, python) {
+    const pad = (python ? "    " : "  ").repeat(indent + 1);
+    const end = (python ? "    " : "  ").repeat(indent);
+    if (value === null || value === undefined) return python ? "None" : "null";
+    if (value === true) return python ? "True" : "true";
+    if (value === false) return python ? "False" : "false";
     if (typeof value === "number" || typeof value === "string") return JSON.stringify(value);
     if (Array.isArray(value)) {
-      if (value.every((v) => typeof v === "number")) return "[" + value.join(", ") + "]";
-      if (value.every((v) => Array.isArray(v) && v.every((x) => typeof x === "number"))) {
-        return "[\n" + value.map((v) => pad + "[" + v.join(", ") + "],").join("\n") + "\n" + end + "]";
+      if (value.every((v) => typeof v === "number" || typeof v === "string")) {
+        return "[" + value.map((v) => JSON.stringify(v)).join(", ") + "]";
       }
-      return "[\n" + value.map((v) => pad + pyLiteral(v, indent + 1) + ",").join("\n") + "\n" + end + "]";
+      return "[\n" + value.map((v) => pad + literal(v, indent + 1, python) + ",").join("\n") + "\n" + end + "]";
     }
     const items = Object.entries(value).map(
-      ([k, v]) => pad + JSON.stringify(k) + ": " + pyLiteral(v, indent + 1) + ",",
+      ([k, v]) => pad + JSON.stringify(k) + ": " + literal(v, indent + 1, python) + ",",
     );
     return "{\n" + items.join("\n") + "\n" + end + "}";
   }
@@ -197,14 +197,14 @@
         "import httpx\n\n" +
         "response = httpx.post(\n" +
         "    " + JSON.stringify(url) + ",\n" +
-        "    json=" + pyLiteral(request.body, 1) + ",\n" +
+        "    json=" + literal(request.body, 1, true) + ",\n" +
         ")\n" +
         "print(response.json())\n",
       javascript:
         "const response = await fetch(" + JSON.stringify(url) + ", {\n" +
         '  method: "POST",\n' +
         '  headers: { "Content-Type": "application/json" },\n' +
-        "  body: JSON.stringify(" + JSON.stringify(request.body, null, 2).replace(/\n/g, "\n  ") + "),\n" +
+        "  body: JSON.stringify(" + literal(request.body, 1, false) + "),\n" +
         "});\n" +
         "console.log(await response.json());\n",
     };
