@@ -244,3 +244,21 @@ def test_documented_error_statuses_are_given(
             break
     else:
         pytest.fail(f"{path} is not documented")
+
+
+def test_with_api_keys_the_guarded_routes_document_401() -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import MODELS_DIR
+
+    settings = Settings(
+        models_dir=MODELS_DIR, runtime="onnx", watch_interval_s=0, api_keys=["docs-key"]
+    )
+    with TestClient(create_app(settings)) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "401" in paths["/models/iris/predict"]["post"]["responses"]
+        assert "401" in paths["/v2/models/{name}/infer"]["post"]["responses"]
+        assert "401" not in paths["/health/ready"]["get"]["responses"]
+        assert client.post("/models/iris/predict", json={}).status_code == 401
