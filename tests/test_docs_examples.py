@@ -115,7 +115,7 @@ def card_example_png(http: httpx.Client, model: str) -> bytes:
 def test_every_example_gets_the_documented_status_and_answer(
     document: dict[str, Any], http: httpx.Client
 ) -> None:
-    tried = 0
+    tried = mistakes = 0
     for method, path, operation in operations(document):
         if method == "GET":
             response = http.get(fill_path(path, operation))
@@ -147,8 +147,14 @@ def test_every_example_gets_the_documented_status_and_answer(
         for example in examples:
             url = fill_path(path, operation, example)
             response = http.request(method, url, json=example["value"])
-            assert response.status_code == 200, (url, example, response.text)
+            status = example.get("x-status", 200)  # an example of a mistake says its status
+            assert response.status_code == status, (url, example, response.text)
             tried += 1
+            if status != 200:
+                error = operation["responses"][str(status)]["content"]["application/json"]
+                assert error.get("example") == response.json(), url  # the very error body
+                mistakes += 1
+                continue
             if path.endswith(PREDICTIONS):
                 shown = shown_answer(operation, example)
                 assert shown is not None, f"{method} {path} shows no answer"
@@ -157,6 +163,7 @@ def test_every_example_gets_the_documented_status_and_answer(
                     continue  # the batch example: the answer shown is the single one's
                 assert_same_answer(shown, got, f"{method} {url}")
     assert tried > 30
+    assert mistakes >= 4  # a misspelt-field example on each model's predict routes
 
 
 def test_v2_infer_shows_one_real_example_per_model(document: dict[str, Any]) -> None:

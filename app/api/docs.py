@@ -30,6 +30,7 @@ from app import __version__
 from app.api import schemas as models_of_responses
 from app.api.native import UPLOAD_DOC
 from app.serving.dataplane import DataPlane
+from app.serving.errors import InvalidInput
 from app.serving.inference import ImageFile, Rows
 from app.serving.model import ServedModel
 
@@ -97,11 +98,13 @@ def install(app: FastAPI) -> None:
                 )
             )
         document = copy.deepcopy(base)
-        add_model_operations(document, models)
+        shown = {name: real_examples(model) for name, model in models.items()}
+        add_model_operations(document, models, shown)
         extensions = list(getattr(app.state, "extensions", []))
-        document_generic_routes(document, dataplane, models, extensions)
+        document_generic_routes(document, dataplane, models, shown, extensions)
         settings = app.state.settings
         document_errors(document, bool(settings.api_keys), list(settings.api_key_exempt))
+        show_error_examples(document, shown)
         built.update(key=key, document=document)
         return document
 
@@ -119,7 +122,9 @@ def defaults(dataplane: DataPlane) -> dict[str, ServedModel]:
     return found
 
 
-def add_model_operations(document: dict[str, Any], models: dict[str, ServedModel]) -> None:
+def add_model_operations(
+    document: dict[str, Any], models: dict[str, ServedModel], examples: dict[str, dict[str, Any]]
+) -> None:
     """Per-model predict operations with the model's request schema and examples, and a
     real prediction (the card's example, run through the model) as the answer shown."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -131,7 +136,7 @@ def add_model_operations(document: dict[str, Any], models: dict[str, ServedModel
         for cls in (schema.instance, schema.batch):
             schemas.update(_schema(cls, schemas))
         card = model.card
-        shown = real_examples(model)
+        shown = examples[name]
         body = {
             "required": True,
             "content": {
@@ -148,6 +153,17 @@ def add_model_operations(document: dict[str, Any], models: dict[str, ServedModel
                             "summary": "a list of instances",
                             "value": {"instances": [card.example]},
                         },
+                        **(
+                            {
+                                "misspelt": {
+                                    "summary": "a misspelt field: answered 422, naming it",
+                                    "value": shown["misspelt"],
+                                    "x-status": 422,
+                                }
+                            }
+                            if "misspelt" in shown
+                            else {}
+                        ),
                     },
                 }
             },
@@ -316,6 +332,13 @@ def real_examples(model: ServedModel) -> dict[str, Any]:
         "tfserving_request": {"instances": [model.card.example]},
         "tfserving": _body(tfserving.encode(response, "instances")),
     }
+    first = model.card.inputs[0].name
+    misspelt = {(k[:-1] if k == first else k): v for k, v in model.card.example.items()}
+    try:
+        model.encode(Rows([misspelt]))
+    except InvalidInput as exc:
+        found["misspelt"] = misspelt
+        found["misspelt_error"] = _body(native.render(exc))
     if model.is_image:
         try:
             found["upload"] = _body(native.respond(upload_answer(model)))
@@ -350,13 +373,13 @@ def document_generic_routes(
     document: dict[str, Any],
     dataplane: DataPlane | None,
     models: dict[str, ServedModel],
+    shown: dict[str, dict[str, Any]],
     extensions: list[str],
 ) -> None:
     """Schemas and real examples on the protocol routes shared by every model: per-model
     named examples on v2 infer and TF Serving predict, and the answers the GET routes
     give now for the model their path example names (iris)."""
     paths = document.get("paths", {})
-    shown = {name: real_examples(model) for name, model in models.items()}
 
     def named(key: str) -> dict[str, Any]:
         return {
@@ -644,3 +667,16 @@ def _exempt(path: str, exempt: list[str]) -> bool:
     return any(
         path == rule or (rule.endswith("/*") and path.startswith(rule[:-1])) for rule in exempt
     )
+
+
+def show_error_examples(document: dict[str, Any], shown: dict[str, dict[str, Any]]) -> None:
+    """The 422 a misspelt field really gets, on each model's native predict routes."""
+    paths = document.get("paths", {})
+    for name, found in shown.items():
+        error = found.get("misspelt_error")
+        if error is None:
+            continue
+        for path in (f"/models/{name}/predict", f"/models/{name}/versions/{{version}}/predict"):
+            response = paths.get(path, {}).get("post", {}).get("responses", {}).get("422")
+            if response is not None:
+                response["content"]["application/json"]["example"] = error
