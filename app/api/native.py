@@ -156,7 +156,10 @@ def render(exc: ServingError, single: bool = True) -> FastJSONResponse:
 async def predict(request: Request, version: int | str | None) -> FastJSONResponse:
     instances, single = split_instances(await read_json(request))
     infer_request = InferenceRequest(
-        Rows(instances), deadline=deadline_of(request), disconnected=request.is_disconnected
+        Rows(instances),
+        deadline=deadline_of(request),
+        disconnected=request.is_disconnected,
+        protocol="native",
     )
     dataplane = plane(request)
     try:
@@ -191,7 +194,10 @@ async def predict_upload(
         raise ClientError(413, f"file: image is larger than the limit of {limit} bytes")
     try:
         infer_request = InferenceRequest(
-            ImageFile(data), deadline=deadline_of(request), disconnected=request.is_disconnected
+            ImageFile(data),
+            deadline=deadline_of(request),
+            disconnected=request.is_disconnected,
+            protocol="native",
         )
         response = await plane(request).infer(name, version, infer_request)
     except ServingError as exc:
