@@ -249,7 +249,7 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(
         lambda: triton.infer("income", inputs, outputs=label), code, "outputs", "'labels'"
     )
     assert_refused(
-        lambda: triton.infer("income", inputs, model_version="v1"), code, "model_version"
+        lambda: triton.infer("income", inputs, model_version="V1"), code, "model_version"
     )
 
 

@@ -29,7 +29,7 @@ from prometheus_client import generate_latest
 from app import __version__
 from app.api import schemas as models_of_responses
 from app.api.native import UPLOAD_DOC
-from app.artifacts import LABEL_PATTERN
+from app.artifacts import LABEL_PATTERN, STABLE
 from app.serving.dataplane import DataPlane
 from app.serving.errors import InvalidInput
 from app.serving.inference import ImageFile, Rows
@@ -420,6 +420,13 @@ def document_generic_routes(
             "TFServingPredictRequest",
             "TFServingPredictResponse",
         ),
+        (
+            "/v1/models/{name}/labels/{label}:predict",
+            "tfserving_request",
+            "tfserving",
+            "TFServingPredictRequest",
+            "TFServingPredictResponse",
+        ),
     ):
         operation = paths.get(path, {}).get("post")
         if operation is None:
@@ -565,6 +572,14 @@ def get_examples(
         ("get", "/v1/models/{name}/versions/{version}/metadata"): (
             "TFServingMetadata",
             lambda: tfserving.model_metadata(dataplane, name, version),
+        ),
+        ("get", "/v1/models/{name}/labels/{label}"): (
+            "TFServingModelStatus",
+            lambda: tfserving.model_status(dataplane, name, STABLE),
+        ),
+        ("get", "/v1/models/{name}/labels/{label}/metadata"): (
+            "TFServingMetadata",
+            lambda: tfserving.model_metadata(dataplane, name, STABLE),
         ),
     }
 

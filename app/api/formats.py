@@ -38,9 +38,20 @@ def schema_of(name: str) -> dict[str, Any]:
     }
 
 
-@router.get("", summary="The JSON Schemas of the on-disk format")
+LISTED = {"schemas": [f"/schemas/{name}.json" for name in SCHEMAS]}
+
+
+@router.get(
+    "",
+    summary="The JSON Schemas of the on-disk format",
+    responses={200: {"content": {"application/json": {"example": LISTED}}}},
+)
 async def list_schemas() -> dict[str, list[str]]:
-    return {"schemas": [f"/schemas/{name}.json" for name in SCHEMAS]}
+    return LISTED
+
+
+class SchemaResponse(FastJSONResponse):
+    media_type = "application/schema+json"
 
 
 SchemaFile = Literal["model_card.json", "pipeline.json", "model_config.json"]
@@ -49,15 +60,20 @@ SchemaFile = Literal["model_card.json", "pipeline.json", "model_config.json"]
 @router.get(
     "/{file}",
     summary="One JSON Schema: model_card.json, pipeline.json, model_config.json",
-    response_class=FastJSONResponse,
+    response_class=SchemaResponse,
     responses={
-        200: {"content": {"application/schema+json": {"schema": {"type": "object"}}}},
+        200: {
+            "content": {
+                "application/schema+json": {
+                    "schema": {"type": "object"},
+                    "example": {"$id": "/schemas/model_config.json", "type": "object"},
+                }
+            }
+        },
         422: {"description": "No such schema: names the ones there are", **ERROR_BODY},
     },
 )
 async def get_schema(
     file: SchemaFile = Path(description="the schema's file name", examples=["model_card.json"]),
-) -> FastJSONResponse:
-    return FastJSONResponse(
-        schema_of(file.removesuffix(".json")), media_type="application/schema+json"
-    )
+) -> SchemaResponse:
+    return SchemaResponse(schema_of(file.removesuffix(".json")))

@@ -277,6 +277,8 @@ class ModelRepository:
                 raise ModelNotFound(name, None, "has no version that is serving")
             return default
         labels = self.config(name).labels
+        if ref == STABLE and STABLE not in labels:  # "stable" always names the default
+            return self.resolve(name, None)
         if ref not in labels:
             known = [*labels, *(str(v) for v in versions)]
             raise ModelNotFound(name, ref, "is not a label of this model", known=known)
