@@ -609,15 +609,19 @@ def error_codes(method: str, path: str) -> dict[str, str]:
         codes["503"] = "Overloaded (MAX_IN_FLIGHT, MAX_QUEUED_ROWS): retry after Retry-After"
         codes["504"] = "The request's deadline passed before it was answered"
         if native and "{version}" in path:
-            codes["422"] = codes["422"] + "; or a version that is not a positive integer"
-        elif "{version}" in path:
-            codes["400"] += "; or a version that is not a positive integer"
+            codes["422"] = codes["422"] + "; or a version that is neither a number nor a label"
+        elif "{version}" in path or "{label}" in path:
+            codes["400"] += "; or a malformed version or label"
         return codes
     if "{name}" in path:
-        codes["404"] = "Unknown model or version"
+        codes["404"] = "Unknown model, version or label"
     if "{version}" in path:
-        bad = "The version is not a positive integer"
+        bad = "The version is neither a version number nor a label"
         codes["422" if native else "400"] = bad
+    if "{label}" in path:
+        codes["400"] = "The label is malformed"
+    if path == "/schemas/{file}":
+        codes["422"] = "No such schema: the error names the ones there are"
     return codes
 
 
