@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, playground
-from app.api import admin, docs, errors, health, monitoring, native, tfserving, v2
+from app.api import admin, docs, errors, health, insight, monitoring, native, tfserving, v2
 from app.api.body import BodyLimitMiddleware
 from app.api.fastpath import FastPathMiddleware, hot_routes
 from app.api.responses import FastJSONResponse
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.infer_router)
     app.include_router(tfserving.predict_router)
     app.include_router(native.router)
+    app.include_router(insight.router)
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(monitoring.router)

@@ -296,6 +296,8 @@ def encode(response: InferenceResponse, binary: dict[str, bool], classes: str) -
     if response.id is not None:
         body["id"] = response.id
     body["outputs"] = outputs
+    if response.explanations is not None:  # asked for with the parameter "explain"
+        body["parameters"] = {"explanations": response.explanations}
     if not blobs:
         return FastJSONResponse(body)
     header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
