@@ -7,8 +7,10 @@ deterministic (the card's seed picks the splits, the background and the subsets)
 and quick (seconds per model on two cores):
 
 * **background** for explanations: k-means (k = 8, seeded) on the encoded training
-  split (at most 5,000 rows of it); each centre is replaced by its nearest real
-  training row, weighted by its cluster's share. Real rows keep every field valid.
+  split (a seeded 5,000 rows of it); each cluster becomes one *prototype* record,
+  the median of each number and the most common value of each category among its
+  members, weighted by the cluster's share. Prototypes are valid records (so every
+  field is encoded as usual) and aggregates, not rows of the data set.
 * **drift** profile of the training split (see ``app/insight/drift.py``).
 * **calibration** on the validation split: ECE over 10 confidence bins before and
   after temperature scaling; the temperature is kept only where it lowers the
@@ -47,33 +49,44 @@ PR_POINTS = 101
 log = logging.getLogger(__name__)
 
 
-def background(data: Any, x: np.ndarray, seed: int) -> dict[str, Any]:
+def background(data: Any, x: np.ndarray, pipeline: TabularPipeline, seed: int) -> dict[str, Any]:
+    """Cluster prototypes: aggregates of the training split, never rows of it."""
+    from collections import Counter
+
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
     rows = rng.permutation(len(x))[:KMEANS_MAX_ROWS]
-    sample = x[rows].astype(np.float64)
-    kmeans = KMeans(n_clusters=BACKGROUND_ROWS, n_init=3, random_state=seed).fit(sample)
-    chosen = []
-    for centre in kmeans.cluster_centers_:
-        chosen.append(int(rows[np.argmin(((sample - centre) ** 2).sum(axis=1))]))
-    counts = np.bincount(kmeans.labels_, minlength=BACKGROUND_ROWS)
-    records = data.take(np.asarray(chosen)).columns()
-    names = list(records)
-    raw = [{n: _plain(records[n][i]) for n in names} for i in range(len(chosen))]
+    kmeans = KMeans(n_clusters=BACKGROUND_ROWS, n_init=3, random_state=seed)
+    clusters = kmeans.fit_predict(x[rows].astype(np.float64))
+    columns = data.take(rows).columns()
+    prototypes: list[dict[str, Any]] = []
+    weights: list[float] = []
+    for k in range(BACKGROUND_ROWS):
+        members = np.flatnonzero(clusters == k)
+        if not len(members):
+            continue
+        record: dict[str, Any] = {}
+        for feature in pipeline.features:
+            values = [columns[feature["name"]][i] for i in members]
+            present = [v for v in values if v is not None]
+            if feature["type"] == "numeric":
+                if len(present) * 2 < len(values):
+                    record[feature["name"]] = None
+                    continue
+                median = float(np.median(np.asarray(present, dtype=np.float64)))
+                record[feature["name"]] = int(round(median)) if feature["integer"] else median
+            else:
+                record[feature["name"]] = Counter(values).most_common(1)[0][0]
+        prototypes.append(record)
+        weights.append(len(members) / len(rows))
     return {
-        "rows": raw,
-        "weights": (counts / counts.sum()).tolist(),
+        "rows": prototypes,
+        "weights": weights,
         "method": f"k-means (k={BACKGROUND_ROWS}, seed {seed}) on {len(rows)} encoded "
-        "training rows; each centre replaced by its nearest training row, weighted by "
-        "its cluster's share",
+        "training rows; each cluster is one prototype record (median of each number, "
+        "most common value of each category) weighted by the cluster's share",
     }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def threshold(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -180,7 +193,7 @@ def generate(version_dir: Path, data_dir: Path | None) -> dict[str, Any]:
     reference: dict[str, Any] = {"format": FORMAT, "seed": card.seed}
     if isinstance(pipeline, TabularPipeline):
         x_train = encode(pipeline, splits.train)
-        reference["background"] = background(splits.train, x_train, card.seed)
+        reference["background"] = background(splits.train, x_train, pipeline, card.seed)
         reference["drift"] = training_profile(Layout.of(pipeline), x_train)
     reference["calibration"] = calibration(probabilities, validation.labels)
     if len(card.classes) == 2:
