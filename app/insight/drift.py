@@ -11,7 +11,9 @@ whatever protocol or input form (records, columns, tensors) carried it:
 
 The measure is the population stability index, ``PSI = sum (a - e) ln(a / e)`` over
 the bins (empty bins count as 1e-4). Rule of thumb: below 0.1 stable, 0.1-0.25
-moderate shift (``watch``), 0.25 or more significant shift (``drift``). Beside it each
+moderate shift (``watch``), 0.25 or more significant shift (``drift``). A window of
+fewer than ``MIN_ROWS`` (200) rows flags nothing: a sample of ``n`` rows drawn from
+the training distribution itself has a PSI of about ``(bins - 1) / n``. Beside it each
 field reports the missing rate, the unknown-category rate and the out-of-range rate
 (outside the values training saw). Fields the network does not see (income's
 ``fnlwgt``) are not monitored: their drift cannot move a prediction.
@@ -34,6 +36,9 @@ from app.insight.layout import Layout
 PSI_WATCH = 0.1
 PSI_DRIFT = 0.25
 PSI_FLOOR = 1e-4
+# PSI of a sample of n rows from the training distribution itself is about
+# (bins - 1) / n: below this many rows in the window, noise alone could cross 0.1
+MIN_ROWS = 200
 
 
 def psi(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -117,12 +122,16 @@ class DriftWindow:
         return x, unknown
 
 
-def report(layout: Layout, profile: Mapping[str, Any], window: DriftWindow) -> dict[str, Any]:
-    """Per field: PSI and its status, missing, unknown-category and out-of-range rates."""
+def report(
+    layout: Layout, profile: Mapping[str, Any], window: DriftWindow, min_rows: int = MIN_ROWS
+) -> dict[str, Any]:
+    """Per field: PSI and its status, missing, unknown-category and out-of-range rates.
+    With fewer than ``min_rows`` rows in the window every status is ``too_few_rows``."""
     x, unknown = window.snapshot()
     result: dict[str, Any] = {
         "window": window.size,
         "rows": 0 if x is None else len(x),
+        "min_rows": min_rows,
         "observed_total": window.seen,
         "measure": "population stability index (PSI)",
         "thresholds": {"watch": PSI_WATCH, "drift": PSI_DRIFT},
@@ -156,8 +165,8 @@ def report(layout: Layout, profile: Mapping[str, Any], window: DriftWindow) -> d
             )
             entry["missing_rate"] = shares.get("(missing)", 0.0)
             entry["unknown_rate"] = sum(block.name in u for u in unknown) / n
-        entry["status"] = status_of(entry["psi"])
+        entry["status"] = status_of(entry["psi"]) if n >= min_rows else "too_few_rows"
         fields[block.name] = entry
     result["fields"] = fields
-    result["flagged"] = [name for name, e in fields.items() if e["status"] != "ok"]
+    result["flagged"] = [n for n, e in fields.items() if e["status"] in ("watch", "drift")]
     return result
