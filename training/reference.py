@@ -75,7 +75,7 @@ def background(data: Any, x: np.ndarray, pipeline: TabularPipeline, seed: int) -
                     record[feature["name"]] = None
                     continue
                 median = float(np.median(np.asarray(present, dtype=np.float64)))
-                record[feature["name"]] = int(round(median)) if feature["integer"] else median
+                record[feature["name"]] = round(median) if feature["integer"] else median
             else:
                 record[feature["name"]] = Counter(values).most_common(1)[0][0]
         prototypes.append(record)
