@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             summaries.append(outcome.summary())
+            from training.reference import generate  # insight data: reference.json
+
+            generate(outcome.path, args.data_dir)
             print(summaries[-1], flush=True)
     print("\nSummary")
     for line in summaries:
