@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse
 
 from app.api.body import read_json
 from app.api.errors import ERROR_BODY, ClientError, error_response
-from app.api.examples import MODEL_NAME, VERSION
+from app.api.examples import IRIS_ROW, MODEL_NAME, VERSION
 from app.api.native import plane, predict
 from app.api.responses import FastJSONResponse
 from app.api.versions import path_version, pinned
@@ -35,6 +35,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "Invalid request: names the field and the problem", **ERROR_BODY},
 }
 MAX_FEEDBACK = 10_000
+EXPLAIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": 'A predict body: one instance, or {"instances": [...]} with an '
+        'optional "threshold" (binary models); the example is for iris',
+        "content": {
+            "application/json": {"schema": {"type": "object"}, "example": {"instances": [IRIS_ROW]}}
+        },
+    }
+}
 
 router = APIRouter(tags=["insight"])
 
@@ -43,6 +53,7 @@ router = APIRouter(tags=["insight"])
     "/models/{name}/explain",
     responses=ERRORS,
     summary="Predict and explain (highest serving version): a predict body",
+    openapi_extra=EXPLAIN_BODY,
 )
 async def explain_default(request: Request, name: str = MODEL_NAME) -> FastJSONResponse:
     return await predict(request, None, explain=True)
@@ -52,6 +63,7 @@ async def explain_default(request: Request, name: str = MODEL_NAME) -> FastJSONR
     "/models/{name}/versions/{version}/explain",
     responses=ERRORS,
     summary="Predict and explain with a pinned version: a predict body",
+    openapi_extra=EXPLAIN_BODY,
 )
 async def explain_version(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
@@ -165,11 +177,9 @@ def labels_of(payload: Any) -> list[Label]:
     return found
 
 
-@router.post(
-    "/feedback",
-    responses=ERRORS,
-    summary="True labels for earlier predictions, by request id (X-Request-ID or OIP id)",
-)
+# not in the OpenAPI document: no example body could succeed there (it needs the id of
+# a stored prediction); the README documents it
+@router.post("/feedback", include_in_schema=False)
 async def feedback(request: Request) -> FastJSONResponse:
     payload = await read_json(request)
     items = labels_of(payload)
