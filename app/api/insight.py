@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse
 from app.api.body import read_json
 from app.api.errors import ERROR_BODY, ClientError, error_response
 from app.api.examples import IRIS_ROW, MODEL_NAME, VERSION
-from app.api.native import plane, predict
+from app.api.native import JSON_ERRORS, plane, predict
 from app.api.responses import FastJSONResponse
 from app.api.versions import path_version, pinned
 from app.insight.feedback import Label
@@ -51,7 +51,7 @@ router = APIRouter(tags=["insight"])
 
 @router.post(
     "/models/{name}/explain",
-    responses=ERRORS,
+    responses=JSON_ERRORS,
     summary="Predict and explain (highest serving version): a predict body",
     openapi_extra=EXPLAIN_BODY,
 )
@@ -61,7 +61,7 @@ async def explain_default(request: Request, name: str = MODEL_NAME) -> FastJSONR
 
 @router.post(
     "/models/{name}/versions/{version}/explain",
-    responses=ERRORS,
+    responses=JSON_ERRORS,
     summary="Predict and explain with a pinned version: a predict body",
     openapi_extra=EXPLAIN_BODY,
 )
