@@ -5,7 +5,8 @@ binned exactly the same way in training (``training/reference.py``) and in servi
 whatever protocol or input form (records, columns, tensors) carried it:
 
 * numbers: 10 bins between the training split's deciles (fixed at training, in
-  encoded units; equal deciles merge), plus a separate "missing" bin;
+  encoded units; equal deciles merge, and a field that is mostly one value, such as
+  capital_gain, also gets the deciles of the values above it), plus a "missing" bin;
 * categories and ordinal levels: one bin per level, plus "(other)" for rare ones,
   "(unknown)" for never-seen ones and "(missing)".
 
@@ -73,7 +74,11 @@ def training_profile(layout: Layout, x: np.ndarray) -> dict[str, Any]:
         if block.kind == "numeric":
             values, missing = layout.numbers(block, x)
             present = values[~missing]
-            edges = np.unique(np.quantile(present, np.linspace(0, 1, 11)[1:-1]))
+            deciles = np.linspace(0, 1, 11)[1:-1]
+            edges = np.unique(np.quantile(present, deciles))
+            tail = present[present > edges.max()]
+            if len(edges) < len(deciles) and len(tail):  # mostly one value (capital_gain):
+                edges = np.unique(np.append(edges, np.quantile(tail, deciles)))  # bin the tail
             shares = numeric_bins(values, missing, edges)
             fields[block.name] = {
                 "type": "numeric",
