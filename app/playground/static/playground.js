@@ -214,11 +214,15 @@
       this.confidence.textContent = percent(result.probabilities[result.label]) + " · v" + body.version;
       if (this.note) {
         const unknown = result.unknown_categories || [];
-        this.note.hidden = unknown.length === 0;
-        this.note.textContent = unknown.length
-          ? "Values the model never saw in: " + unknown.join(", ")
-          : "";
+        const outside = result.out_of_range || [];
+        const notes = [];
+        if (unknown.length) notes.push("Values the model never saw in: " + unknown.join(", "));
+        if (outside.length) notes.push("Outside the training range: " + outside.join(", "));
+        this.note.hidden = notes.length === 0;
+        this.note.textContent = notes.join(". ");
       }
+      const why = this.root.querySelector(".explanation");
+      if (why) renderExplanation(why, result.explanation);
       this.root.dataset.state = "answered";
     }
 
@@ -451,6 +455,8 @@
       this.section.dataset.version = String(version);
       this.renderHeader();
       renderCard(this.section.querySelector(".card-body"), meta, this.url(version, "history.png"));
+      const tabular = !(meta.inputs.length > 0 && meta.inputs[0].type === "image");
+      renderInsight(this.section.querySelector(".insight"), (rest) => this.url(version, rest), tabular);
       if (!this.playground) {
         const image = meta.inputs.length > 0 && meta.inputs[0].type === "image";
         this.playground = image ? new DigitsPlayground(this) : new FormPlayground(this);
@@ -478,6 +484,85 @@
         h("br"),
         h("small", { text: pinned }),
       );
+    }
+  }
+
+  // ---------------------------------------------------------------- insight
+
+  /** Shapley attributions as signed bars, largest effect first (app/insight/explain.py). */
+  function renderExplanation(root, explanation) {
+    root.replaceChildren();
+    root.hidden = !explanation || !explanation.attributions;
+    if (root.hidden) return;
+    const entries = Object.entries(explanation.attributions).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+    const top = Math.max(1e-9, ...entries.map((e) => Math.abs(e[1])));
+    root.append(
+      h("h4", {
+        text:
+          "Why " + explanation.class + ": " + percent(explanation.base) + " on average → " +
+          percent(explanation.value) + " here",
+      }),
+    );
+    for (const [name, value] of entries) {
+      const width = (50 * Math.abs(value)) / top;
+      const bar = h("span", { className: "shap-bar " + (value >= 0 ? "up" : "down") });
+      bar.style.width = width + "%";
+      bar.style.marginLeft = value >= 0 ? "50%" : 50 - width + "%";
+      root.append(
+        h(
+          "div",
+          { className: "shap-row", "data-field": name },
+          h("span", { className: "shap-name", text: pretty(name) }),
+          h("span", { className: "shap-track" }, bar),
+          h("span", { className: "shap-value", text: (value >= 0 ? "+" : "−") + Math.abs(value * 100).toFixed(1) + " pts" }),
+        ),
+      );
+    }
+  }
+
+  /** Calibration plot, drift per field and live accuracy of one version. */
+  async function renderInsight(root, url, tabular) {
+    const img = root.querySelector(".calibration");
+    img.onerror = () => {
+      img.hidden = true;
+    };
+    img.hidden = false;
+    img.src = url("calibration.png");
+    const live = root.querySelector(".insight-live");
+    live.replaceChildren();
+    const [drift, perf] = await Promise.all([
+      tabular ? getJSON(url("drift")).catch(() => null) : null,
+      getJSON(url("performance")).catch(() => null),
+    ]);
+    if (perf) {
+      const card = perf.card_test || {};
+      live.append(
+        h("p", {
+          className: "live-accuracy",
+          text: perf.labelled
+            ? "Live accuracy " + percent(perf.accuracy) + " on " + perf.labelled + " labelled predictions (test: " + percent(card.accuracy) + ")"
+            : "No feedback yet: POST /feedback with a request id and its true label.",
+        }),
+      );
+    }
+    if (drift && drift.fields) {
+      const table = h("table", { className: "drift" });
+      table.append(h("thead", null, h("tr", null, h("th", { text: "Field" }), h("th", { text: "PSI" }), h("th", { text: "Status" }), h("th", { text: "Missing" }), h("th", { text: "Unknown / out of range" }))));
+      const body = h("tbody");
+      for (const [name, f] of Object.entries(drift.fields)) {
+        const odd = f.unknown_rate !== undefined ? f.unknown_rate : f.out_of_range_rate;
+        body.append(
+          h("tr", { "data-field": name, className: f.status },
+            h("th", { scope: "row", text: pretty(name) }),
+            h("td", { text: f.psi.toFixed(3) }),
+            h("td", { text: f.status.replace(/_/g, " ") }),
+            h("td", { text: percent(f.missing_rate) }),
+            h("td", { text: percent(odd || 0) }),
+          ),
+        );
+      }
+      table.append(body);
+      live.append(h("p", { text: "Drift over the last " + drift.rows + " instances (window " + drift.window + "; PSI 0.1 watch, 0.25 drift)" }), h("div", { className: "matrix-scroll" }, table));
     }
   }
 
@@ -928,7 +1013,7 @@
       }
       const token = this.answer.next();
       try {
-        const body = await postJSON(this.view.url(this.view.version, "predict"), instance);
+        const body = await postJSON(this.view.url(this.view.version, "predict") + "?explain=true", instance);
         this.answer.show(token, body, this.meta.classes);
       } catch (err) {
         this.answer.fail(token, err.message);
