@@ -27,6 +27,7 @@ from app.insight.feedback import roc_auc
 from app.insight.layout import Layout
 from app.insight.reference import REFERENCE_FILE, read_reference
 from app.main import create_app
+from app.serving.errors import InvalidInput
 from app.serving.model import ServedModel
 from app.settings import Settings
 from tests.conftest import MODELS_DIR
@@ -452,3 +453,28 @@ def test_layout_reads_back_what_the_pipeline_encoded() -> None:
                     assert label == "(missing)"
                 elif given in block.levels:
                     assert label == given
+
+
+def test_the_store_keeps_predictions_by_age_and_count(tmp_path: Path) -> None:
+    import time
+
+    from app.insight.feedback import FeedbackStore, Label, Record
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'p.db'}", max_age_s=3600, max_rows=5)
+    now = time.time()
+    store.record(Record("old", "m", 1, ["a"], None, now - 7200))
+    for i in range(7):
+        store.record(Record(f"r{i}", "m", 1, ["a", "b"], None, now))
+    store.flush()
+    store.retain()
+    with pytest.raises(InvalidInput):
+        store.label([Label("old", 0, "a")], lambda *_: ["a", "b"])  # past its age
+    with pytest.raises(InvalidInput):
+        store.label([Label("r3", 1, "b")], lambda *_: ["a", "b"])  # past the count
+    assert store.label([Label("r6", 1, "b")], lambda *_: ["a", "b"]) == 1
+    assert store.performance("m", 1, 10) == {
+        "labelled": 1,
+        "stored_predictions": 5,
+        "accuracy": 1.0,
+    }
+    store.close()

@@ -18,14 +18,17 @@ ECE_BINS = 10
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities ``softmax(log(p) / T)`` (``T = 1`` returns them as they are)."""
+    """Calibrated probabilities ``softmax(log(p) / T)`` (``T = 1`` returns them as they are).
+
+    On every answer, so in place on one float32 copy: a few microseconds for one row."""
     if temperature == 1.0:
         return probabilities
-    logits = np.log(np.clip(probabilities.astype(np.float64), EPS, 1.0)) / temperature
+    logits = np.log(np.maximum(probabilities, EPS, dtype=np.float32))
+    logits *= np.float32(1.0 / temperature)
     logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    out: np.ndarray = (exp / exp.sum(axis=1, keepdims=True)).astype(probabilities.dtype)
-    return out
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
 
 
 def nll(probabilities: np.ndarray, labels: np.ndarray) -> float:

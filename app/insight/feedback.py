@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     delete,
+    event,
     func,
     select,
     update,
@@ -61,6 +62,14 @@ predictions = Table(
 )
 
 
+def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    """WAL lets readers (feedback, performance) work while the writer thread writes."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 @dataclass
 class Record:
     request_id: str
@@ -88,7 +97,11 @@ class FeedbackStore:
         max_rows: int,
         queue_size: int = 10_000,
     ) -> None:
-        self.engine = create_engine(url, future=True)
+        sqlite = url.startswith("sqlite")
+        # SQLite: wait for a lock (several workers share the file) instead of failing
+        self.engine = create_engine(url, connect_args={"timeout": 30} if sqlite else {})
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
         self.max_age_s = max_age_s
         self.max_rows = max_rows

@@ -104,6 +104,7 @@ class Layout:
         self.width = offset
         self.names = [b.name for b in blocks]
         self.active = [b for b in blocks if b.width > 0]  # fields the network sees
+        self._compile_ranges()
 
     @classmethod
     def of(cls, pipeline: TabularPipeline) -> Layout:
@@ -146,18 +147,42 @@ class Layout:
         return x[:, block.start].astype(np.float64), missing
 
     def out_of_range(self, x: np.ndarray) -> list[list[str]]:
-        """Per row, the numeric fields whose value lies outside the training range."""
+        """Per row, the numeric fields whose value lies outside the training range.
+
+        On every answer, so vectorised over all numeric fields at once (a few µs)."""
         flagged: list[list[str]] = [[] for _ in range(len(x))]
+        if not len(self._range_cols):
+            return flagged
+        values = x[:, self._range_cols]
+        outside = (values < self._range_lo) | (values > self._range_hi)
+        if not outside.any():
+            return flagged
+        if self._range_missing is not None:  # a missing value is never out of range
+            outside &= ~((x[:, self._range_missing] > 0.5) & self._range_has_missing)
+        for i, j in zip(*np.nonzero(outside), strict=True):
+            flagged[int(i)].append(self._range_names[int(j)])
+        return flagged
+
+    def _compile_ranges(self) -> None:
+        cols: list[int] = []
+        lo: list[float] = []
+        hi: list[float] = []
+        names: list[str] = []
+        missing: list[int] = []
         for block in self.active:
-            if block.kind != "numeric":
-                continue
-            bounds = block.scaled_bounds()
+            bounds = block.scaled_bounds() if block.kind == "numeric" else None
             if bounds is None:
                 continue
-            values, missing = self.numbers(block, x)
-            lo, hi = bounds
-            slack = 1e-5 * max(1.0, abs(lo), abs(hi))  # float32 encoding rounds
-            outside = ((values < lo - slack) | (values > hi + slack)) & ~missing
-            for i in np.flatnonzero(outside).tolist():
-                flagged[i].append(block.name)
-        return flagged
+            slack = 1e-5 * max(1.0, abs(bounds[0]), abs(bounds[1]))  # float32 encoding rounds
+            cols.append(block.start)
+            lo.append(bounds[0] - slack)
+            hi.append(bounds[1] + slack)
+            names.append(block.name)
+            missing.append(block.missing_col)
+        self._range_cols = np.asarray(cols, dtype=np.intp)
+        self._range_lo = np.asarray(lo, dtype=np.float32)
+        self._range_hi = np.asarray(hi, dtype=np.float32)
+        self._range_names = names
+        has = np.asarray(missing) >= 0
+        self._range_has_missing = has
+        self._range_missing = np.where(has, missing, 0).astype(np.intp) if has.any() else None

@@ -545,7 +545,9 @@
         }),
       );
     }
-    if (drift && drift.fields) {
+    if (drift && !drift.rows) {
+      live.append(h("p", { text: "No traffic yet for drift: it compares recent requests with the training data." }));
+    } else if (drift && drift.fields) {
       const table = h("table", { className: "drift" });
       table.append(h("thead", null, h("tr", null, h("th", { text: "Field" }), h("th", { text: "PSI" }), h("th", { text: "Status" }), h("th", { text: "Missing" }), h("th", { text: "Unknown / out of range" }))));
       const body = h("tbody");
