@@ -99,3 +99,15 @@ def test_every_recipe_has_a_valid_example() -> None:
             if recipe.features:
                 names = [f.name for f in recipe.features]
                 assert list(recipe.example) == names, recipe.name
+
+
+@pytest.mark.parametrize(("name", "version"), [("income", 1), ("salary", 1), ("digits", 2)])
+def test_training_writes_the_insight_reference(trained: Path, name: str, version: int) -> None:
+    from app.insight.reference import CALIBRATION_PLOT, read_reference
+
+    folder = trained / name / str(version)
+    reference = read_reference(folder)
+    assert reference is not None and (folder / CALIBRATION_PLOT).is_file()
+    assert reference["calibration"]["temperature"] > 0
+    assert ("background" in reference) == (name != "digits")
+    assert ("threshold" in reference) == (name != "digits")
