@@ -225,6 +225,7 @@ def test_explain_refusals_are_4xx(client: TestClient) -> None:
         },
     )
     assert v2.status_code == 400
+    assert v2.json()["error"].startswith("parameters.explain: must be true or false")
 
 
 def test_digits_occlusion_saliency(client: TestClient) -> None:

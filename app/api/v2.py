@@ -316,7 +316,7 @@ def classes_parameter(classes: tuple[str, ...]) -> str:
 
 def describe(problem: Problem) -> str:
     """A serving problem in this protocol's words: tensors, and items within them."""
-    if problem.field in ("", "outputs"):
+    if problem.field in ("", "outputs") or problem.field.startswith("parameters."):
         where = problem.field or "inputs"
     else:
         where = f"input {problem.field!r}"
