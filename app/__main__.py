@@ -1,60 +1,79 @@
-"""``python -m app``: run the service with uvicorn using the settings."""
+"""``python -m app``: run the service with uvicorn using the settings.
+
+One worker runs in this process. Several run under :class:`app.runner.process.Supervisor`,
+which shares one listening socket and one metrics directory between them.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Generator
+import logging
+import os
+from typing import Any
 
 import uvicorn
+from pydantic import SecretStr
 
 from app.observability.logs import uvicorn_log_config
-from app.settings import get_settings
+from app.observability.metrics import MULTIPROC_ENV, SUPERVISOR_ENV
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("app")
+_SECRET_WORDS = ("token", "key", "secret", "password")
 
 
-class DrainingServer(uvicorn.Server):
-    """Uvicorn, except that a SIGTERM/SIGINT it has drained cleanly exits with status 0.
+def settings_summary(settings: Settings) -> str:
+    """``name=value`` for every effective setting, with secrets shown as ``***``."""
 
-    Uvicorn re-raises the signal after its graceful shutdown, so the process would end
-    "killed by SIGTERM" (status -15) although every request was answered; orchestrators
-    and the issue's contract read that as a crash.
-    """
+    def shown(name: str, value: Any) -> str:
+        if value is None or value == [] or value == "":
+            return repr(value) if not isinstance(value, list) else "[]"
+        if isinstance(value, SecretStr) or any(word in name for word in _SECRET_WORDS):
+            return "***"
+        if isinstance(value, (list, tuple, set)) and any(isinstance(v, SecretStr) for v in value):
+            return f"[{len(value)} x ***]"
+        return str(value)
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                handled = (signal.SIGTERM, signal.SIGINT)
-                self._captured_signals = [s for s in self._captured_signals if s not in handled]
+    return " ".join(
+        f"{name}={shown(name, getattr(settings, name))}" for name in type(settings).model_fields
+    )
 
 
-def main() -> None:
-    settings = get_settings()
-    config = uvicorn.Config(
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    from app.runner.http import LimitedHttpToolsProtocol
+
+    return uvicorn.Config(
         "app.main:app",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=uvicorn_log_config(settings.log_level, settings.log_json),
-        access_log=False,
+        access_log=False,  # the app's middleware writes its own (app.observability.logs)
+        http=LimitedHttpToolsProtocol,
+        timeout_keep_alive=int(settings.keep_alive_timeout_s) or 1,
         timeout_graceful_shutdown=int(settings.drain_seconds),
     )
-    if settings.workers > 1:  # uvicorn's supervisor forks the workers and drains them
-        uvicorn.run(
-            config.app,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            log_config=config.log_config,
-            access_log=False,
-            timeout_graceful_shutdown=config.timeout_graceful_shutdown,
-        )
+
+
+def main() -> None:
+    settings = get_settings()
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # before any worker imports prometheus_client: they all write here
+        from app.runner.process import make_metrics_dir
+
+        metrics_dir = make_metrics_dir(settings.metrics_dir)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    config = uvicorn_config(settings)  # configures logging
+    log.info("settings: %s", settings_summary(settings))
+
+    from app.runner.process import DrainingServer, Supervisor
+
+    if settings.workers == 1:
+        DrainingServer(config).run()
         return
-    DrainingServer(config).run()
+    Supervisor(config, sockets=[config.bind_socket()], metrics_dir=metrics_dir).run()
 
 
 if __name__ == "__main__":

@@ -15,14 +15,21 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, playground
 from app.api import admin, docs, errors, health, insight, monitoring, native, tfserving, v2
+from app.api import repository as oip_repository
+from app.api.admission import AdmissionMiddleware
 from app.api.body import BodyLimitMiddleware
 from app.api.fastpath import FastPathMiddleware, hot_routes
+from app.api.keys import ApiKeyMiddleware
 from app.api.responses import FastJSONResponse
 from app.api.timeout import TimeoutMiddleware
+from app.auth import KeyRing
 from app.devices import log_devices
+from app.observability import tracing
 from app.observability.metrics import Metrics
 from app.observability.middleware import ObservabilityMiddleware
+from app.observability.tracing import TracingMiddleware
 from app.runtimes import resolve
+from app.serving.admission import Admission
 from app.serving.dataplane import DataPlane
 from app.serving.repository import ModelRepository
 from app.serving.watcher import watch
@@ -34,6 +41,7 @@ log = logging.getLogger("app")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
+    gate = Admission(settings.max_in_flight)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.max_instances,
             settings.max_image_pixels,
         )
-        dataplane = DataPlane(repository, settings, metrics)
+        dataplane = DataPlane(repository, settings, metrics, gate)
         log.info("loading models from %s with the %s runtime", settings.models_dir, runtime)
         log_devices(runtime)  # what TF/ONNX Runtime see; each model logs its own device
         await anyio.to_thread.run_sync(repository.load_all)
@@ -54,6 +62,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # which shortens the pauses that show up in tail latency
         gc.collect()
         gc.freeze()
+        grpc_server = None
+        if settings.grpc_enabled:  # the same plane over gRPC, on this event loop
+            from app.grpc.server import GrpcServer
+            from app.grpc.servicer import Served
+
+            draining = lambda: getattr(app.state, "draining", False)  # noqa: E731
+            served = Served(dataplane, draining, app.state.extensions)
+            grpc_server = GrpcServer(served, settings, metrics)
+            app.state.grpc_port = await grpc_server.start()
         log.info("ready: %d model versions serving", sum(1 for s in repository.states() if s.model))
         async with anyio.create_task_group() as background:
             if settings.watch_interval_s > 0:
@@ -63,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 app.state.draining = True
                 background.cancel_scope.cancel()
+        if grpc_server is not None:  # after HTTP drained: refuse new calls, finish running ones
+            await grpc_server.stop()
         dataplane.close()
 
     app = FastAPI(
@@ -77,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app.state.extensions = oip_repository.extensions(token)
     # routing tries every route in order until one matches: the two health probes, then
     # the prediction routes, then everything else
     app.include_router(health.router)
@@ -84,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tfserving.predict_router)
     app.include_router(native.router)
     app.include_router(insight.router)
+    app.include_router(oip_repository.build_router(token))  # before v2: /v2/models/stats
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(monitoring.router)
@@ -106,7 +128,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
         )
+    # inference requests beyond the limit are refused before their body is read
+    refused = metrics.rejected.labels("", "", "in_flight").inc
+    app.add_middleware(AdmissionMiddleware, gate=gate, on_refuse=refused)
+    if settings.api_keys:  # checked before anything reads the body
+        keys = KeyRing(key.get_secret_value() for key in settings.api_keys)
+        app.add_middleware(ApiKeyMiddleware, keys=keys, exempt=tuple(settings.api_key_exempt))
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
+    # outermost: the trace context is open while everything inside runs and logs
+    app.add_middleware(TracingMiddleware)
+    tracing.exporter.configure(settings.otel_exporter_otlp_endpoint)
     return app
 
 

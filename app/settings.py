@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.runtimes import RuntimeChoice
 
@@ -21,6 +22,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="where models/<name>/<version>/ live")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_enabled: bool = Field(True, description="serve the Open Inference Protocol over gRPC")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="gRPC port (8001 as in Triton and KServe); 0 = any free"
+    )
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(False, description="one JSON object per log line")
@@ -48,6 +53,46 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="bearer token for /admin; unset = admin endpoints absent"
     )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="keys for the prediction routes (each the key, or sha256:<hex digest>); "
+        "a JSON list or comma-separated; empty = no keys needed",
+    )
+    api_key_exempt: list[str] = Field(
+        default_factory=lambda: [
+            "/",
+            "/health/*",
+            "/v2/health/*",
+            "/metrics",
+            "/docs",
+            "/docs-assets/*",
+            "/openapi.json",
+            "/playground/*",
+            "/admin/*",
+            "/v2/repository/*",
+        ],
+        description="paths open without an API key: exact, or ending in /* for everything "
+        "below; the admin routes keep their own token",
+    )
+    payload_log_rate: float = Field(
+        0.0, ge=0, le=1, description="share of inferences whose payloads are logged; 0 = off"
+    )
+    payload_log_sink: str = Field(
+        "stdout",
+        description="stdout, a file path (rotated; file:/path also works), or an http(s) URL "
+        "that receives CloudEvents as KServe's payload logger sends them",
+    )
+    payload_log_redact: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="input fields logged as a SHA-256, not their value"
+    )
+    payload_log_buffer: int = Field(
+        1000, ge=1, description="records waiting for the sink; beyond it records are dropped"
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="export OpenTelemetry spans over OTLP/HTTP here (needs the opentelemetry "
+        "extra); unset = no spans, only traceparent propagation",
+    )
     watch_interval_s: float = Field(
         5.0, ge=0, description="poll the models directory for new versions; 0 = off"
     )
@@ -59,7 +104,7 @@ class Settings(BaseSettings):
     )
 
     max_in_flight: int = Field(
-        1024,
+        128,
         ge=1,
         description="inference requests admitted at once per process; beyond it a request "
         "is answered 503 with Retry-After at once",
@@ -69,6 +114,22 @@ class Settings(BaseSettings):
         ge=1,
         description="rows waiting in one model version's batch queue; beyond it a request "
         "is answered 503 with Retry-After at once",
+    )
+    # HTTP limits, enforced by app.runner.http (see docs/deployment.md)
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line plus headers; 431 beyond"
+    )
+    max_headers: int = Field(100, ge=8, description="header fields per request; 431 beyond")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="time for a request's line and headers to arrive; 408 after"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        description="where WORKERS > 1 makes its per-start metrics directory; unset = the "
+        "system temporary directory",
     )
 
     batching: bool = Field(True, description="merge concurrent requests into one runtime call")
@@ -122,6 +183,17 @@ class Settings(BaseSettings):
         folder = Path(tempfile.gettempdir()) / "keras-serve"
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{folder / 'predictions.db'}"
+
+    @field_validator("api_keys", "payload_log_redact", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """``API_KEYS=k1,k2`` as well as a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(",") if part.strip()]
+        return value
 
 
 @lru_cache

@@ -46,6 +46,7 @@ GROUPS = (
     "nolog",
     "workers",
     "triton",
+    "grpc",
     "naive",
     "batching",
     "peer",
@@ -63,6 +64,8 @@ DIGITS = ("digits v1", "digits v2")
 PEER_MODEL = ("digits", 2)
 TRITON_MODEL = ("digits", 1)
 TRITON_SCRIPT = BENCH / "triton_peer.py"
+GRPC_MODELS = ("digits v1", "digits v2", "income")
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # native req/s at c=64 in the README table before the single data plane (access log off,
 # same machine kind, an earlier run): the floor issue 11 sets for the native figures
 PREVIOUS_NATIVE = {
@@ -113,6 +116,7 @@ class Row:
     method: str
     path: str
     body: bytes | None = None
+    protocol: str = "http"  # "grpc": driven by h2load on the server's gRPC port
 
 
 @dataclass
@@ -201,6 +205,37 @@ def v2_body(name: str, version: int | None) -> bytes:
 def tfserving_body(name: str, version: int | None) -> bytes:
     """The card's example in TF Serving's row format."""
     return json.dumps({"instances": [card(name, version)["example"]]}).encode()
+
+
+def grpc_body(name: str, version: int | None) -> bytes:
+    """The card's example as a gRPC ModelInferRequest, framed for the wire (1 byte
+    "not compressed", 4 bytes big-endian length, the message), as h2load posts it.
+    Inputs travel as ``raw_input_contents``, as tritonclient.grpc sends them."""
+    import struct
+
+    import numpy as np
+    from tritonclient.grpc import service_pb2
+
+    model_card = card(name, version)
+    example = model_card["example"]
+    request = service_pb2.ModelInferRequest(model_name=name, model_version=str(version or ""))
+    for feature in model_card["inputs"]:
+        value = example[feature["name"]]
+        kind = feature["type"]
+        if kind == "image":
+            pixels = np.asarray(value, dtype=np.uint8)[None]
+            request.inputs.add(name=feature["name"], datatype="UINT8", shape=pixels.shape)
+            request.raw_input_contents.append(pixels.tobytes())
+        elif kind in ("category", "ordinal"):
+            text = str(value).encode()
+            request.inputs.add(name=feature["name"], datatype="BYTES", shape=[1])
+            request.raw_input_contents.append(struct.pack("<I", len(text)) + text)
+        else:
+            datatype, dtype = ("INT64", "<i8") if kind == "integer" else ("FP32", "<f4")
+            request.inputs.add(name=feature["name"], datatype=datatype, shape=[1])
+            request.raw_input_contents.append(np.asarray([value], dtype=dtype).tobytes())
+    message = request.SerializeToString()
+    return b"\x00" + struct.pack(">I", len(message)) + message
 
 
 def model_path(name: str, version: int | None, suffix: str) -> str:
@@ -312,6 +347,34 @@ def build_rows(groups: list[str]) -> list[Row]:
                         native_body(name, version),
                     )
                 )
+        if group == "grpc":
+            for label, name, version in MODELS:
+                if label in GRPC_MODELS:
+                    rows.append(
+                        Row(
+                            f"grpc/{label}",
+                            group,
+                            f"gRPC ModelInfer {label}",
+                            ONNX,
+                            "POST",
+                            GRPC_INFER,
+                            grpc_body(name, version),
+                            protocol="grpc",
+                        )
+                    )
+            name, version = TRITON_MODEL
+            rows.append(
+                Row(
+                    "grpc/triton digits v1",
+                    group,
+                    "Triton gRPC ModelInfer digits v1 (peer)",
+                    TRITON,
+                    "POST",
+                    GRPC_INFER,
+                    grpc_body(name, version),
+                    protocol="grpc",
+                )
+            )
         if group == "triton":
             name, version = TRITON_MODEL
             rows.append(
@@ -464,10 +527,11 @@ class Running:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    grpc_port: int = 0
 
 
 def command(
-    server: Server, port: int, args: argparse.Namespace
+    server: Server, port: int, args: argparse.Namespace, grpc_port: int = 0
 ) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if server.runtime == "kserve":
@@ -499,7 +563,7 @@ def command(
             "--http_port",
             str(port),
             "--grpc_port",
-            str(free_port()),
+            str(grpc_port or free_port()),
             "--metrics_port",
             str(free_port()),
         ], env
@@ -507,7 +571,7 @@ def command(
         {
             "HOST": "127.0.0.1",
             "PORT": str(port),
-            "GRPC_PORT": str(free_port()),
+            "GRPC_PORT": str(grpc_port or free_port()),
             "WORKERS": str(server.workers),
             "RUNTIME": server.runtime,
             "BATCHING": str(server.batching).lower(),
@@ -524,7 +588,8 @@ def command(
 def serve(server: Server, args: argparse.Namespace, startup: Startup) -> Iterator[Running]:
     """Start ``server``, wait until it is ready, record start-up figures, stop it after."""
     port = free_port()
-    argv, env = command(server, port, args)
+    grpc_port = free_port()
+    argv, env = command(server, port, args, grpc_port)
     log = Path(args.log_dir) / f"{server.key}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     ready_path = {
@@ -537,7 +602,7 @@ def serve(server: Server, args: argparse.Namespace, startup: Startup) -> Iterato
         process = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
-        running = Running(server, process, port, log)
+        running = Running(server, process, port, log, grpc_port)
         try:
             while True:
                 if process.poll() is not None:
@@ -673,6 +738,109 @@ def wrk(
     raise RuntimeError(f"wrk gave no summary (rc {done.returncode}): {done.stderr.strip()}")
 
 
+def h2load(
+    port: int,
+    row: Row,
+    concurrency: int,
+    seconds: int,
+    args: argparse.Namespace,
+    body_file: Path | None,
+) -> dict[str, Any]:
+    """One h2load run of a unary gRPC call: ``concurrency`` HTTP/2 connections with one
+    stream each (as wrk's connections), the framed request posted from ``body_file``.
+    Returns the same summary as :func:`wrk`; percentiles come from h2load's per-request
+    log. h2load sees HTTP statuses only (a gRPC error is a 200 with ``grpc-status`` in
+    the trailers), so :func:`measure` counts keras-serve's gRPC errors from its metrics."""
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        argv = [
+            "h2load",
+            "-c",
+            str(concurrency),
+            "-m",
+            "1",
+            "-t",
+            str(min(args.threads, concurrency)),
+            "-D",
+            str(seconds),
+            "-d",
+            str(body_file),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--log-file",
+            log.name,
+            f"http://127.0.0.1:{port}{row.path}",
+        ]
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + args.timeout + 30
+        )
+        elapsed = sorted(
+            int(fields[2])
+            for fields in (line.split("\t") for line in Path(log.name).read_text().splitlines())
+            if len(fields) >= 3 and fields[1] == "200"
+        )
+    counts: dict[str, int] = {}
+    duration_s = float(seconds)
+    for line in done.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("finished in"):
+            duration_s = float(line.split()[2].rstrip("s,"))
+        if line.startswith("requests:"):
+            parts = line.removeprefix("requests:").split(",")
+            counts = {p.split()[1]: int(p.split()[0]) for p in parts if p.strip()}
+    if not counts:
+        raise RuntimeError(f"h2load gave no summary (rc {done.returncode}): {done.stderr[-300:]}")
+
+    def percentile(q: float) -> float:
+        return float(elapsed[min(len(elapsed) - 1, int(q * len(elapsed)))]) if elapsed else 0.0
+
+    errors = {
+        "failed": counts.get("failed", 0),
+        "errored": counts.get("errored", 0),
+        "timeout": counts.get("timeout", 0),
+    }
+    return {
+        "requests": counts.get("succeeded", 0),
+        "duration_us": duration_s * 1e6,
+        "p50_us": percentile(0.50),
+        "p99_us": percentile(0.99),
+        "errors": errors,
+    }
+
+
+def grpc_errors(port: int) -> int:
+    """keras-serve's gRPC calls answered with a status other than OK so far (/metrics).
+
+    CANCELLED is left out: h2load abandons the calls in flight when a run ends (as wrk
+    abandons its requests), and the server records those as cancelled by the client."""
+    try:
+        status, body = request_once(port, "GET", "/metrics")
+    except OSError:
+        return 0
+    if status != 200:
+        return 0
+    total = 0.0
+    for line in body.decode(errors="replace").splitlines():
+        series = line.startswith("keras_serve_requests_total{") and 'protocol="grpc"' in line
+        if series and 'status="OK"' not in line and 'status="CANCELLED"' not in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def grpc_preflight(port: int, row: Row) -> None:
+    """One real gRPC call with the row's message: it must answer OK."""
+    import grpc
+
+    assert row.body is not None
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(row.path)
+        try:
+            call(row.body[5:], timeout=30)
+        except grpc.RpcError as exc:
+            raise RuntimeError(f"gRPC {row.path} answered {exc.code()}: {exc.details()}") from None
+
+
 def preflight(port: int, row: Row) -> None:
     """One request first: a row whose request fails is reported, not benchmarked."""
     status, body = request_once(port, row.method, row.path, row.body)
@@ -687,8 +855,15 @@ def measure(
     results: Results,
     progress: Callable[[str], None],
 ) -> None:
+    grpc_row = row.protocol == "grpc"
+    driver = h2load if grpc_row else wrk
+    port = running.grpc_port if grpc_row else running.port
+    ours = grpc_row and running.server.runtime not in ("kserve", "triton")
     try:
-        preflight(running.port, row)
+        if grpc_row:
+            grpc_preflight(port, row)
+        else:
+            preflight(running.port, row)
     except (OSError, RuntimeError) as exc:
         results.problems[row.id] = str(exc)
         progress(f"{row.label}: FAILED {exc}")
@@ -700,12 +875,15 @@ def measure(
             body.flush()
             body_file = Path(body.name)
         if args.warmup > 0:
-            wrk(running.port, row, max(args.concurrency), args.warmup, args, body_file)
+            driver(port, row, max(args.concurrency), args.warmup, args, body_file)
         for concurrency in args.concurrency:
             if not settle(running.process.pid, args.settle_timeout):
                 progress(f"{row.label}: server still busy after {args.settle_timeout} s")
+            failed_before = grpc_errors(running.port) if ours else 0
             with MemorySampler(running.process.pid) as memory:
-                summary = wrk(running.port, row, concurrency, args.duration, args, body_file)
+                summary = driver(port, row, concurrency, args.duration, args, body_file)
+            if ours:
+                summary["errors"]["grpc-status"] = grpc_errors(running.port) - failed_before
             seconds = summary["duration_us"] / 1e6
             figure = Measurement(
                 rps=summary["requests"] / seconds if seconds else 0.0,
@@ -978,6 +1156,22 @@ def data_plane_targets(results: Results) -> list[Check]:
                 None if figure is None else figure.rps >= 0.85 * before,
             )
         )
+    grpc_peer = results.at("grpc/triton digits v1", 64)
+    for label in ("digits v1",):  # the peer serves the same digits v1 ONNX file
+        ours = results.at(f"grpc/{label}", 64)
+        target = f"gRPC {label} >= 1.5x Triton gRPC digits v1 req/s at c=64, lower p99"
+        if ours is None or grpc_peer is None or not grpc_peer.rps:
+            checks.append(Check(target, "not measured", None))
+            continue
+        ratio = ours.rps / grpc_peer.rps
+        checks.append(
+            Check(
+                target,
+                f"{ratio:.2f}x ({ours.rps:,.0f} vs {grpc_peer.rps:,.0f} req/s), "
+                f"p99 {ours.p99_ms:.2f} vs {grpc_peer.p99_ms:.2f} ms",
+                ratio >= 1.5 and ours.p99_ms < grpc_peer.p99_ms,
+            )
+        )
     peer = results.at("triton/digits v1", 64)
     for row_id, minimum, what in (
         ("v2/digits v1", 1.0, "1 worker"),
@@ -1140,6 +1334,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    if "grpc" in args.rows and shutil.which("h2load") is None:
+        print("h2load is missing: apt-get install -y nghttp2-client", file=sys.stderr)
         return 2
     header = machine()
     results = run(args)

@@ -15,6 +15,9 @@ MODELS_DIR = ROOT / "models"
 REAL_FILES = ("adult.data", "adult.test", "salary_data_cleaned.csv", "mnist.npz")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# apps built in-process serve gRPC on a free port each, never on the fixed 8001
+# (tests/live_server.py gives each subprocess its own free port)
+os.environ.setdefault("GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="session")

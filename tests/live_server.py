@@ -48,11 +48,21 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> s
     return f"the service was not ready within {timeout:.0f} s"
 
 
+# the gRPC address ("127.0.0.1:port") of each running service, by its HTTP base URL
+GRPC_ADDRESSES: dict[str, str] = {}
+
+
+def grpc_address(url: str) -> str:
+    """Where the service at ``url`` serves gRPC (its own free port)."""
+    return GRPC_ADDRESSES[url]
+
+
 @dataclass
 class Service:
     url: str
     process: subprocess.Popen[bytes]
     log: IO[bytes]
+    grpc: str = ""
 
     def output(self) -> str:
         self.log.seek(0)
@@ -63,22 +73,26 @@ class Service:
 def service_process(
     models_dir: Path, env: dict[str, str] | None = None, timeout: float = 180
 ) -> Iterator[Service]:
-    """``python -m app`` (the real entry point) on a free port; stopped with SIGTERM."""
-    port = free_port()
+    """``python -m app`` (the real entry point) on free HTTP and gRPC ports; stopped
+    with SIGTERM."""
+    port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     settings = {"MODELS_DIR": str(models_dir), "RUNTIME": "onnx", "LOG_LEVEL": "warning"}
-    full_env = {**os.environ, **settings, "HOST": "127.0.0.1", "PORT": str(port), **(env or {})}
+    ports = {"HOST": "127.0.0.1", "PORT": str(port), "GRPC_PORT": str(grpc_port)}
+    full_env = {**os.environ, **settings, **ports, **(env or {})}
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=log, stderr=log
         )
-        service = Service(url, process, log)
+        service = Service(url, process, log, f"127.0.0.1:{full_env['GRPC_PORT']}")
+        GRPC_ADDRESSES[url] = service.grpc
         try:
             problem = _wait_ready(url, process, timeout)
             if problem:
                 raise RuntimeError(f"{problem}; its log:\n{service.output()[-3000:]}")
             yield service
         finally:
+            GRPC_ADDRESSES.pop(url, None)
             if process.poll() is None:
                 process.terminate()
                 try:

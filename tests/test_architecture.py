@@ -28,7 +28,7 @@ def modules(folder: str) -> list[Path]:
     return sorted((APP / folder).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", modules("api"), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", modules("api") + modules("grpc"), ids=lambda p: p.name)
 def test_protocol_code_never_encodes_or_runs_a_model(path: Path) -> None:
     forbidden = {m for m in imports_of(path) if m.startswith(("app.encoding", "app.runtimes"))}
     assert not forbidden, f"{path.name} imports {sorted(forbidden)}"

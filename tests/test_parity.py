@@ -62,7 +62,10 @@ def service_encoding(client: TestClient, name: str, version: int, rows: list[Any
     """What the service feeds the network: the loaded version's own validation and
     encoding, the step the data plane runs for every protocol."""
     model = client.app.state.dataplane.model(name, version)  # type: ignore[attr-defined]
-    return model.encode(Rows(rows)).matrix
+    chunk = model.max_instances  # as requests would carry them: under the instance cap
+    return np.vstack(
+        [model.encode(Rows(rows[i : i + chunk])).matrix for i in range(0, len(rows), chunk)]
+    )
 
 
 def http_probabilities(

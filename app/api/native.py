@@ -170,6 +170,7 @@ async def predict(request: Request, version: int | None, explain: bool = False) 
         parameters=parameters,
         deadline=deadline_of(request),
         disconnected=request.is_disconnected,
+        protocol="native",
     )
     dataplane = plane(request)
     try:
@@ -204,7 +205,10 @@ async def predict_upload(
         raise ClientError(413, f"file: image is larger than the limit of {limit} bytes")
     try:
         infer_request = InferenceRequest(
-            ImageFile(data), deadline=deadline_of(request), disconnected=request.is_disconnected
+            ImageFile(data),
+            deadline=deadline_of(request),
+            disconnected=request.is_disconnected,
+            protocol="native",
         )
         response = await plane(request).infer(name, version, infer_request)
     except ServingError as exc:

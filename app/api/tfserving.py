@@ -229,7 +229,10 @@ async def predict(request: Request, name: str, version: int | None) -> FastJSONR
         single = inputs[0] if len(inputs) == 1 else None
         decoded = rows_of(value, single) if kind == "instances" else columns_of(value, single)
         infer_request = InferenceRequest(
-            decoded, deadline=deadline_of(request), disconnected=request.is_disconnected
+            decoded,
+            deadline=deadline_of(request),
+            disconnected=request.is_disconnected,
+            protocol="tfserving",
         )
         response = await dataplane.infer(name, model.version, infer_request)
     except ServingError as exc:

@@ -66,8 +66,10 @@ def plane(request: Request) -> DataPlane:
 
 # ------------------------------------------------------------------ health, metadata
 @router.get("", summary="Server metadata: name, version, extensions")
-async def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+async def server_metadata(request: Request) -> dict[str, Any]:
+    # the app lists what it really serves (extensions depend on its settings)
+    extensions = getattr(request.app.state, "extensions", EXTENSIONS)
+    return {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
 
 
 @router.get("/health/live", summary="Server liveness (200: live)")
@@ -185,7 +187,10 @@ def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, boo
     if offset != len(binary):
         raise ClientError(400, f"body: {len(binary) - offset} bytes of binary data no input claims")
     outputs, binary_outputs = requested_outputs(payload.get("outputs"), parameters)
-    return InferenceRequest(Tensors(decoded), outputs, parameters, request_id), binary_outputs
+    infer_request = InferenceRequest(
+        Tensors(decoded), outputs, parameters, request_id, protocol="v2"
+    )
+    return infer_request, binary_outputs
 
 
 def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:

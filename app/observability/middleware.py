@@ -6,16 +6,15 @@ microseconds and lets the endpoint's context changes reach us.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.context import RequestFacts, current
+from app.observability.logs import log_access
 from app.observability.metrics import Metrics, protocol_of
 
-access = logging.getLogger("app.access")
 UNTRACKED = ("/metrics", "/health/", "/docs", "/openapi.json")
 
 
@@ -69,21 +68,15 @@ class ObservabilityMiddleware:
                 self.metrics.requests.labels(
                     facts.model, facts.version, protocol, str(status)
                 ).inc()
-                self.metrics.latency.labels(protocol).observe(elapsed)
-            if self.access_log:
-                access.info(
-                    "%s %s %d %.2fms",
+                self.metrics.latency.labels(facts.model, facts.version, protocol).observe(elapsed)
+            if self.access_log:  # a tuple onto a queue: the writer thread formats it
+                log_access(
                     scope["method"],
                     path,
                     status,
-                    elapsed * 1000,
-                    extra={
-                        "method": scope["method"],
-                        "path": path,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "model": facts.model,
-                        "version": facts.version,
-                    },
+                    elapsed,
+                    facts.request_id,
+                    facts.model,
+                    facts.version,
                 )
             current.reset(token)

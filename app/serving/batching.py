@@ -20,6 +20,7 @@ and invalid input never reaches here (it is rejected while encoding).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.serving.errors import DeadlineExceeded, Overloaded
+from app.serving.statistics import Timing
 
 # a request that waited at least this long is asked whether its client is still there
 ASK_AFTER_S = 0.05
@@ -40,6 +42,7 @@ class Pending:
     queued_at: float
     deadline: float | None = None  # loop time
     disconnected: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
+    timing: Timing | None = None  # filled with when its runtime call ran (statistics)
 
 
 class Batcher:
@@ -80,9 +83,11 @@ class Batcher:
         x: np.ndarray,
         deadline: float | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
+        timing: Timing | None = None,
     ) -> np.ndarray:
         """The runtime's rows for ``x``; raises Overloaded at once when the queue is full,
-        DeadlineExceeded when ``deadline`` (loop time) passes while it waits."""
+        DeadlineExceeded when ``deadline`` (loop time) passes while it waits. ``timing``
+        gets when the runtime call that served it began and ended."""
         if (
             self.max_queued is not None
             and self._queue
@@ -97,7 +102,7 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._queue.append(Pending(x, future, loop.time(), deadline, disconnected))
+        self._queue.append(Pending(x, future, loop.time(), deadline, disconnected, timing))
         self._queued_rows += len(x)
         if self._arrived is not None:
             self._arrived.set()
@@ -117,6 +122,7 @@ class Batcher:
             joined = xs[0] if len(xs) == 1 else np.concatenate(xs)
             if self._on_batch is not None:
                 self._on_batch(len(joined))
+            began = time.perf_counter_ns()
             try:
                 out = await loop.run_in_executor(self._executor, self._fn, joined)
             except Exception as exc:  # the runtime failed: tell every caller in the batch
@@ -124,8 +130,11 @@ class Batcher:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
                 continue
+            ended = time.perf_counter_ns()
             start = 0
             for pending in batch:
+                if pending.timing is not None:
+                    pending.timing.started_ns, pending.timing.finished_ns = began, ended
                 if not pending.future.done():  # a caller may have been cancelled meanwhile
                     pending.future.set_result(out[start : start + len(pending.x)])
                 start += len(pending.x)

@@ -33,13 +33,24 @@ from app.insight.drift import DriftWindow
 from app.insight.drift import report as drift_report
 from app.insight.explain import OcclusionPlan, TabularPlan
 from app.insight.feedback import FeedbackStore, Label, Record, roc_auc
+from app.observability import tracing
 from app.observability.context import note_model, request_id
 from app.observability.metrics import Metrics
+from app.observability.payloads import PayloadLogger
+from app.serving import admission
+from app.serving.admission import Admission
 from app.serving.batching import Batcher
-from app.serving.errors import DeadlineExceeded, FeedbackDisabled, ModelNotFound, Overloaded
+from app.serving.errors import (
+    DeadlineExceeded,
+    FeedbackDisabled,
+    ModelNotFound,
+    Overloaded,
+    ServingError,
+)
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
 from app.serving.model import ServedModel
 from app.serving.repository import ModelRepository, VersionState
+from app.serving.statistics import Statistics, Timing
 from app.settings import Settings
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -62,7 +73,11 @@ class Lane:
 
 class DataPlane:
     def __init__(
-        self, repository: ModelRepository, settings: Settings, metrics: Metrics | None = None
+        self,
+        repository: ModelRepository,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        gate: Admission | None = None,
     ) -> None:
         self.repository = repository
         self.settings = settings
@@ -74,7 +89,18 @@ class DataPlane:
         # the event loop gets the GIL back between two large bodies
         self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
         self._lanes: dict[tuple[str, int], Lane] = {}
-        self.in_flight = 0  # inference requests between admission and answer
+        self.admission = gate or Admission(settings.max_in_flight)
+        self.payloads: PayloadLogger | None = None
+        if settings.payload_log_rate > 0:
+            dropped = self.metrics.payload_log_dropped
+            self.payloads = PayloadLogger(
+                settings.payload_log_rate,
+                settings.payload_log_sink,
+                settings.payload_log_redact,
+                settings.payload_log_buffer,
+                on_drop=dropped.inc,
+            )
+        self.statistics = Statistics()  # per version, in Triton's shape (OIP extension)
         self.feedback: FeedbackStore | None = None
         if settings.feedback:
             self.feedback = FeedbackStore(
@@ -84,7 +110,7 @@ class DataPlane:
                 settings.feedback_queue,
             )
         repository.listeners.append(self._forget)
-        self.metrics.registry.register(InsightCollector(self))
+        self.metrics.add_collector(InsightCollector(self))
         self.metrics.track_queue(self.queue_depth)
 
     # ----------------------------------------------------------------- lookup
@@ -99,6 +125,22 @@ class DataPlane:
         self, name: str, version: int | None, request: InferenceRequest
     ) -> InferenceResponse:
         """Validate, encode, batch, run and answer one request; raises ServingError."""
+        payloads = self.payloads
+        if payloads is None or not payloads.sampled():
+            return await self._infer(name, version, request)
+        started = time.perf_counter()
+        try:
+            response = await self._infer(name, version, request)
+        except ServingError as exc:
+            payloads.record(request, request.protocol, name, None, started, exc)
+            raise
+        images = self.repository.get(name, response.version).is_image
+        payloads.record(request, request.protocol, name, response, started, None, images)
+        return response
+
+    async def _infer(
+        self, name: str, version: int | None, request: InferenceRequest
+    ) -> InferenceResponse:
         model = self.model(name, version)
         outputs = model.select_outputs(request.outputs)
         inputs = request.inputs
@@ -107,21 +149,22 @@ class DataPlane:
         )
         if isinstance(inputs, ImageFile) and not model.is_image:
             raise ModelNotFound(name, version, "does not offer image uploads")
-        if self.in_flight >= self.settings.max_in_flight:
+        entered = not admission.holding.get()
+        if entered and not self.admission.try_enter():
             self._dropped(model, "in_flight")
-            raise Overloaded(
-                f"the server is at its limit of {self.settings.max_in_flight} requests in "
-                "flight; retry shortly"
-            )
-        self.in_flight += 1
+            raise Overloaded(self.admission.refusal())
+        stats = self.statistics.of(model.name, model.version)
+        started = time.perf_counter_ns()
         try:
             heavy = len(inputs) * model.values_per_instance >= OFFLOAD_VALUES
             if isinstance(inputs, ImageFile) or heavy:
                 encoded = await self.offload(model.encode, inputs)
             else:
                 encoded = model.encode(inputs)
+            encoded_at = time.perf_counter_ns()
+            timing = Timing()
             probabilities = await self.run(
-                model, encoded.matrix, request.deadline, request.disconnected
+                model, encoded.matrix, request.deadline, request.disconnected, timing
             )
             decided = model.decide(probabilities, threshold)
             explanations = None
@@ -129,10 +172,30 @@ class DataPlane:
                 explanations = await self.explain(
                     model, encoded.matrix, decided, request.deadline, request.disconnected
                 )
+            response = model.respond(
+                probabilities, encoded, outputs, request.id, decided, explanations
+            )
+            self._observe(model, encoded, probabilities, decided, request.id)
+        except BaseException:  # invalid input, dropped, a runtime fault, or the caller left
+            stats.failed(started, time.perf_counter_ns())
+            raise
         finally:
-            self.in_flight -= 1
-        self._observe(model, encoded, probabilities, decided, request.id)
-        return model.respond(probabilities, encoded, outputs, request.id, decided, explanations)
+            if entered:
+                self.admission.leave()
+        ended = time.perf_counter_ns()
+        stats.succeeded(len(inputs), started, encoded_at, timing, ended)
+        if tracing.exporter.enabled:
+            tracing.note_stages(
+                model.name,
+                model.version,
+                [
+                    ("validate_encode", started, encoded_at),
+                    ("queue", encoded_at, timing.started_ns),
+                    ("inference", timing.started_ns, timing.finished_ns),
+                    ("respond", timing.finished_ns, ended),
+                ],
+            )
+        return response
 
     # ---------------------------------------------------------------- insight
     def _observe(
@@ -285,16 +348,29 @@ class DataPlane:
         x: np.ndarray,
         deadline: float | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
+        timing: Timing | None = None,
     ) -> np.ndarray:
-        """Class probabilities for encoded rows ``x`` of ``model``."""
+        """Class probabilities for encoded rows ``x`` of ``model``; ``timing`` gets when
+        the runtime call ran (for the statistics)."""
         lane = self._lane(model)
         if lane.batcher is not None:
-            return await lane.batcher.submit(x, deadline, disconnected)
+            return await lane.batcher.submit(x, deadline, disconnected, timing)
         if deadline is not None and time.monotonic() > deadline:
             self._dropped(model, "deadline")
             raise DeadlineExceeded("the request's deadline passed before the model ran")
         self.metrics.batch_size.labels(model.name, str(model.version)).observe(len(x))
-        return await asyncio.get_running_loop().run_in_executor(self.executor, lane.run, x)
+        self.statistics.of(model.name, model.version).executed()
+        if timing is None:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, lane.run, x)
+
+        def timed() -> np.ndarray:
+            timing.started_ns = time.perf_counter_ns()
+            try:
+                return lane.run(x)
+            finally:
+                timing.finished_ns = time.perf_counter_ns()
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, timed)
 
     def _dropped(self, model: ServedModel, reason: str) -> None:
         self.metrics.rejected.labels(model.name, str(model.version), reason).inc()
@@ -326,12 +402,19 @@ class DataPlane:
             def dropped(reason: str) -> None:
                 rejected.labels(*labels, reason).inc()
 
+            observe = self.metrics.batch_size.labels(*labels).observe
+            executed = self.statistics.of(model.name, model.version).executed
+
+            def on_batch(rows: int) -> None:
+                observe(rows)
+                executed()
+
             batcher = Batcher(
                 timed,
                 self.executor,
                 self.settings.max_batch_size,
                 self.settings.max_batch_wait_ms / 1000,
-                on_batch=self.metrics.batch_size.labels(*labels).observe,
+                on_batch=on_batch,
                 max_queued=self.settings.max_queued_rows,
                 on_drop=dropped,
                 name=f"{model.name} v{model.version}",
@@ -352,6 +435,8 @@ class DataPlane:
             )
 
     def close(self) -> None:
+        if self.payloads is not None:
+            self.payloads.close()
         if self.feedback is not None:
             self.feedback.close()
         self.parser.shutdown(wait=True, cancel_futures=True)

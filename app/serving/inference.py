@@ -88,6 +88,7 @@ class InferenceRequest:
     deadline: float | None = None
     # asks, without waiting, whether the client went away (HTTP: Request.is_disconnected)
     disconnected: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
+    protocol: str = ""  # native, v2, tfserving, grpc: for logs that say how it came
 
 
 @dataclass

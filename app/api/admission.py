@@ -1,0 +1,56 @@
+"""Admission before the body is read: inference requests beyond the process's limit
+get 503 with Retry-After at once (``{"error": ...}``, the shape every HTTP protocol
+here shares), before uvicorn has buffered more than its first read of the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.serving import admission
+from app.serving.admission import Admission
+
+OPERATOR_PATHS = ("/admin/", "/v2/repository/")
+
+
+class AdmissionMiddleware:
+    def __init__(self, app: ASGIApp, gate: Admission, on_refuse: Callable[[], None]) -> None:
+        self.app = app
+        self.gate = gate
+        self.on_refuse = on_refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # inference routes are the POSTs; GETs (health, metadata, metrics) and the
+        # operator's own calls always pass
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].startswith(OPERATOR_PATHS)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if not self.gate.try_enter():
+            self.on_refuse()
+            body = orjson.dumps({"error": self.gate.refusal()})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", b"1"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        token = admission.holding.set(True)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.holding.reset(token)
+            self.gate.leave()

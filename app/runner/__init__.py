@@ -1,0 +1,1 @@
+"""Running the service: the HTTP protocol with limits, draining servers, the worker supervisor."""

@@ -1,0 +1,138 @@
+"""Uvicorn's httptools protocol with limits on the request head.
+
+httptools (llhttp) keeps a partial header in memory for as long as it grows, and uvicorn
+starts no timer before a request's first byte nor while its head trickles in: endless
+header lines or slowloris sockets hold memory and connections without bound. This
+subclass keeps httptools' speed (h11's ``h11_max_incomplete_event_size`` would bound the
+size too, but parses in Python) and adds, per connection:
+
+- a bound on the bytes of the request head (request line and headers): 431 beyond it,
+  memory held at most the bound plus one read (256 KiB);
+- a bound on the number of header lines: 431;
+- a time limit for the head, from the connection's start, or from the first read of a
+  later request's head that did not hold all of it: 408 and the connection closed;
+- the idle keep-alive timeout is uvicorn's own (``timeout_keep_alive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.settings import get_settings
+
+log = logging.getLogger("app.http")
+
+
+def _response(status: bytes, message: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: "
+        + str(len(message)).encode()
+        + b"\r\nconnection: close\r\n\r\n"
+        + message
+    )
+
+
+TOO_LARGE = _response(b"431 Request Header Fields Too Large", b"request head too large")
+TOO_MANY = _response(b"431 Request Header Fields Too Large", b"too many header fields")
+TOO_SLOW = _response(b"408 Request Timeout", b"request head not received in time")
+
+
+class _Refused(Exception):
+    """Stops the parser once the connection was refused."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    max_head_bytes: int = 0  # read from the settings by the first connection
+    max_headers: int = 0
+    head_timeout: float = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        cls = type(self)
+        if not cls.max_head_bytes:
+            settings = get_settings()
+            cls.max_head_bytes = settings.max_header_bytes
+            cls.max_headers = settings.max_headers
+            cls.head_timeout = settings.header_timeout_s
+        super().connection_made(transport)
+        self.connected_at = self.loop.time()  # read by a draining server (app.runner.process)
+        self._head_bytes = 0
+        self._in_head = True
+        self._head_started = False
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            cls.head_timeout, self._head_timed_out
+        )
+
+    def data_received(self, data: bytes) -> None:
+        """Uvicorn's, with the head counted, and quiet once the connection was refused."""
+        self._unset_keepalive_if_required()
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self.transport.is_closing():  # refused by us, or closed meanwhile
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        if self._in_head:  # the head is incomplete after this read
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(TOO_LARGE, "request head over %d bytes", self.max_head_bytes)
+            elif self._head_started and self._head_timer is None:  # it trickles in
+                self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def on_message_begin(self) -> None:
+        self._head_started = True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_started = False
+        self._head_bytes = 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if len(self.headers) > self.max_headers:
+            self._refuse(TOO_MANY, "more than %d header fields", self.max_headers)
+            raise _Refused  # the parser stops; data_received sees a closing transport
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # whatever comes next on this connection is the next request's head (uvicorn's
+        # keep-alive timer covers an idle wait for it; a head that does not arrive in
+        # one read starts our timer in data_received, so the usual case costs no timer)
+        self._in_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(TOO_SLOW, "request head not complete within %.0f s", self.head_timeout)
+
+    def _refuse(self, response: bytes, why: str, limit: float) -> None:
+        log.debug("closing %s: " + why, self.client, limit)
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._in_head = False
+        self.transport.write(response)
+        self.transport.close()

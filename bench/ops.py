@@ -1,0 +1,267 @@
+"""Operations benchmarks: what the access log, the HTTP head limits and draining cost.
+
+    python bench/ops.py access-log --before OLD_CHECKOUT   # access log on/off, old vs new
+    python bench/ops.py parser                            # limited httptools vs plain vs h11
+    python bench/ops.py drain --before OLD_CHECKOUT        # unanswered at SIGTERM, 1 and 2 workers
+
+Each server is ``python -m app`` (or, for ``parser``, this checkout's uvicorn config with
+another protocol class) on a free loopback port, one worker unless said, ``RUNTIME=onnx``,
+logs to a file as a container runtime would take them. Load is wrk (one thread,
+``bench/request.lua``), c=64, after a warm-up; runs of different servers alternate so
+that drift of the machine spreads over all of them. Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LUA = HERE / "request.lua"
+IRIS = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
+ROWS = {"noop": ("GET", "/health/live", None), "iris": ("POST", "/models/iris/predict", IRIS)}
+PARSER_LAUNCH = """
+import sys
+from app.__main__ import uvicorn_config
+from app.runner.process import DrainingServer
+from app.settings import get_settings
+config = uvicorn_config(get_settings())
+if sys.argv[1] != "limited":
+    config.http = sys.argv[1]
+    config.h11_max_incomplete_event_size = get_settings().max_header_bytes
+DrainingServer(config).run()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(
+    checkout: Path, env: dict[str, str], argv: list[str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="ops-bench-", suffix=".log")[1])
+    full = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "RUNTIME": "onnx",
+        "WATCH_INTERVAL_S": "0",
+        "LOG_LEVEL": "info",
+        **env,
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv or [sys.executable, "-m", "app"], cwd=checkout, env=full, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "not ready"
+            try:
+                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield url, process, log
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        log.unlink(missing_ok=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children, from /proc."""
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pids.extend(int(c) for c in children)
+    return total
+
+
+def wrk(
+    url: str, row: str, seconds: int, concurrency: int = 64, pid: int | None = None
+) -> dict[str, float]:
+    method, path, body = ROWS[row]
+    body_file = None
+    if body is not None:
+        body_file = Path(tempfile.mkstemp(suffix=".json")[1])
+        body_file.write_text(json.dumps(body))
+    env = {**os.environ, "BENCH_METHOD": method, "BENCH_BODY_FILE": str(body_file or "")}
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(LUA), url + path]
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
+    if body_file:
+        body_file.unlink()
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON "))
+    summary = json.loads(line.removeprefix("BENCH_JSON "))
+    errors = sum(summary["errors"].values())
+    return {
+        "cpu_us": cpu / summary["requests"] * 1e6,
+        "rps": summary["requests"] / (summary["duration_us"] / 1e6),
+        "p99_ms": summary["p99_us"] / 1000,
+        "errors": errors,
+    }
+
+
+def table(results: dict[str, list[dict[str, float]]]) -> str:
+    """req/s swings with whatever else runs on the machine; the server's CPU time per
+    request much less, so both are shown, medians over the runs."""
+    lines = [
+        "| server | req/s per run | median req/s | server CPU per request, runs | median | "
+        "p99 ms (median) | errors |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    for name, runs in results.items():
+        rps = [r["rps"] for r in runs]
+        cpu = [r["cpu_us"] for r in runs]
+        p99 = statistics.median(r["p99_ms"] for r in runs)
+        errors = sum(r["errors"] for r in runs)
+        lines.append(
+            f"| {name} | {', '.join(f'{x:,.0f}' for x in rps)} | {statistics.median(rps):,.0f} | "
+            f"{', '.join(f'{x:.0f}' for x in cpu)} us | {statistics.median(cpu):.0f} us | "
+            f"{p99:.2f} | {errors:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def compare(
+    configs: dict[str, tuple[Path, dict[str, str], list[str] | None]],
+    row: str,
+    seconds: int,
+    repeats: int,
+) -> dict[str, list[dict[str, float]]]:
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, (checkout, env, argv) in configs.items():
+            with server(checkout, env, argv) as (url, process, log):
+                wrk(url, row, 2)  # warm-up, discarded
+                results[name].append(wrk(url, row, seconds, pid=process.pid))
+                if env.get("ACCESS_LOG") == "true":  # the log really was written
+                    assert "app.access" in log.read_text(errors="replace")
+            last = results[name][-1]
+            print(
+                f"  {row} {name}: {last['rps']:,.0f} req/s {last['cpu_us']:.0f} us", file=sys.stderr
+            )
+    return results
+
+
+def access_log(args: argparse.Namespace) -> None:
+    configs = {}
+    for label, checkout in (("before", args.before), ("after", ROOT)):
+        for on in ("true", "false"):
+            configs[f"{label}, ACCESS_LOG={on}"] = (checkout, {"ACCESS_LOG": on}, None)
+    for row in args.rows.split(","):
+        print(f"\n### {row}, c=64, 1 worker, LOG_LEVEL=info, logs to a file\n")
+        print(table(compare(configs, row, args.duration, args.repeats)))
+
+
+def parser(args: argparse.Namespace) -> None:
+    launch = [sys.executable, "-c", PARSER_LAUNCH]
+    configs = {
+        name: (ROOT, {"ACCESS_LOG": "false"}, [*launch, name])
+        for name in ("limited", "httptools", "h11")
+    }
+    for row in args.rows.split(","):
+        print(f"\n### {row}, c=64, 1 worker, access log off\n")
+        print(table(compare(configs, row, args.duration, args.repeats)))
+
+
+def drain_once(checkout: Path, workers: int) -> dict[str, int]:
+    """Clients open a new connection per request; SIGTERM once 50 were answered."""
+    counts = {"answered": 0, "refused": 0, "unanswered": 0, "other_status": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+    body = {"instances": [{"image": [[0] * 28] * 28}] * 50}
+
+    def client(url: str) -> None:
+        while not stop.is_set():
+            try:
+                with httpx.Client(timeout=httpx.Timeout(30, connect=15)) as http:
+                    status = http.post(url + "/models/digits/predict", json=body).status_code
+                key = "answered" if status == 200 else "other_status"
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                key = "refused"
+            except httpx.TransportError:
+                key = "unanswered"
+            with lock:
+                counts[key] += 1
+            if key != "answered":
+                return
+
+    env = {"WORKERS": str(workers), "BATCHING": "false", "LOG_LEVEL": "warning"}
+    with server(checkout, env) as (url, process, _):
+        threads = [threading.Thread(target=client, args=(url,)) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        while counts["answered"] < 50:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        process.wait(60)
+    return counts
+
+
+def drain(args: argparse.Namespace) -> None:
+    print("\n### SIGTERM under load: 32 clients, a new connection per request, digits x50\n")
+    print("| server | workers | runs | answered | refused (never accepted) | unanswered |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, checkout in (("before", args.before), ("after", ROOT)):
+        for workers in (1, 2):
+            runs = [drain_once(checkout, workers) for _ in range(args.repeats)]
+            total = {k: sum(r[k] for r in runs) for k in runs[0]}
+            print(
+                f"| {label} | {workers} | {len(runs)} | {total['answered']} | {total['refused']} | "
+                f"{total['unanswered']} ({', '.join(str(r['unanswered']) for r in runs)}) |"
+            )
+
+
+def main() -> None:
+    parser_ = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser_.add_argument("what", choices=["access-log", "parser", "drain"])
+    parser_.add_argument("--before", type=Path, help="an older checkout to compare with")
+    parser_.add_argument("--rows", default="noop", help="noop,iris")
+    parser_.add_argument("--duration", type=int, default=10)
+    parser_.add_argument("--repeats", type=int, default=2)
+    args = parser_.parse_args()
+    if args.what in ("access-log", "drain") and args.before is None:
+        parser_.error("--before is needed")
+    {"access-log": access_log, "parser": parser, "drain": drain}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

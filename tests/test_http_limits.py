@@ -1,0 +1,177 @@
+"""HTTP limits on the real server (``python -m app``): header size and count, the
+time for a request head, and the keep-alive idle timeout. Attacks stay on loopback,
+are bounded in bytes and time, and stop by themselves."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS_DIR
+from tests.live_server import Service, service_process
+
+pytestmark = pytest.mark.slow
+
+LIMITS = {
+    "MAX_HEADER_BYTES": "16384",
+    "MAX_HEADERS": "50",
+    "HEADER_TIMEOUT_S": "1",
+    "KEEP_ALIVE_TIMEOUT_S": "1",
+    "WATCH_INTERVAL_S": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[Service]:
+    with service_process(MODELS_DIR, LIMITS) as running:
+        yield running
+
+
+def address(service: Service) -> tuple[str, int]:
+    parts = urlsplit(service.url)
+    assert parts.hostname and parts.port
+    return parts.hostname, parts.port
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def read_answer(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return answer
+
+
+def open_connections(service: Service) -> int:
+    """Established TCP connections to the service's port (server side), from /proc."""
+    port = f"{address(service)[1]:04X}"
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(":" + port) and fields[3] == "01":  # local port, ESTABLISHED
+                count += 1
+    return count
+
+
+def test_normal_requests_pass_big_headers_and_big_bodies(service: Service) -> None:
+    cookie = "c=" + "x" * 8000  # well within 16 KiB
+    headers = {"Cookie": cookie, **{f"X-H{i}": "v" for i in range(30)}}
+    body = {"instances": [{"image": [[255] * 28] * 28}] * 200}  # 640 KB: a body is no head
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        answer = http.post("/models/digits/predict", json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 200
+        for _ in range(3):  # keep-alive: the next heads are counted afresh
+            assert http.get("/health/live", headers=headers).status_code == 200
+
+
+def test_too_many_header_fields_get_431(service: Service) -> None:
+    headers = "".join(f"X-H{i}: v\r\n" for i in range(60))
+    with socket.create_connection(address(service)) as sock:
+        sock.sendall(f"GET /health/live HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        answer = read_answer(sock, 5)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    assert b"too many header fields" in answer
+
+
+def test_header_flood_is_cut_off_and_holds_no_memory(service: Service) -> None:
+    """Four sockets stream endless header lines; each is answered 431 and closed after
+    about the limit, and the server's memory does not grow with what they send."""
+    pid = service.process.pid
+    before = rss_mb(pid)
+    sent: list[int] = []
+    answers: list[bytes] = []
+    lock = threading.Lock()
+
+    def flood() -> None:
+        line = b"X-Flood: " + b"a" * 1000 + b"\r\n"
+        total = 0
+        with socket.create_connection(address(service)) as sock:
+            sock.settimeout(5)
+            try:
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+                while total < 50_000_000:  # bounded: 50 MB at most per socket
+                    sock.sendall(line * 64)
+                    total += len(line) * 64
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass
+            answer = read_answer(sock, 2)
+        with lock:
+            sent.append(total)
+            answers.append(answer)
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    after = rss_mb(pid)
+    assert len(sent) == 4
+    # the server closed each one long before the 50 MB cap (kernel buffers take some)
+    assert max(sent) < 20_000_000, sent
+    assert all(a.startswith(b"HTTP/1.1 431") or a == b"" for a in answers), answers
+    assert any(a.startswith(b"HTTP/1.1 431") for a in answers)
+    assert after - before < 30, (before, after)
+    assert httpx.get(service.url + "/health/live").status_code == 200
+
+
+def test_slowloris_and_idle_sockets_are_closed_after_the_head_timeout(service: Service) -> None:
+    """100 sockets trickle a header byte every 0.2 s, 20 send nothing at all: the server
+    closes every one of them about HEADER_TIMEOUT_S (1 s) after it opened."""
+    trickling = [socket.create_connection(address(service)) for _ in range(100)]
+    idle = [socket.create_connection(address(service)) for _ in range(20)]
+    started = time.monotonic()
+    for sock in trickling:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        sock.setblocking(False)
+    closed_at: dict[int, float] = {}
+    deadline = started + 10  # the attack stops by itself
+    while len(closed_at) < len(trickling) and time.monotonic() < deadline:
+        for index, sock in enumerate(trickling):
+            if index in closed_at:
+                continue
+            try:
+                sock.send(b"X")
+                if sock.recv(65536):  # the 408 arrived: the server is closing
+                    closed_at[index] = time.monotonic() - started
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed_at[index] = time.monotonic() - started
+        time.sleep(0.2)
+    assert len(closed_at) == len(trickling), f"{len(trickling) - len(closed_at)} still open"
+    assert max(closed_at.values()) < 4, max(closed_at.values())
+    for sock in idle:
+        assert read_answer(sock, 5).startswith(b"HTTP/1.1 408")
+    for sock in trickling + idle:
+        sock.close()
+    time.sleep(0.5)
+    assert open_connections(service) == 0
+    assert httpx.get(service.url + "/health/live").status_code == 200
+
+
+def test_idle_keep_alive_connection_is_closed(service: Service) -> None:
+    with socket.create_connection(address(service)) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        answer = read_answer(sock, 5)  # the answer, then EOF when the idle timeout closes it
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert 0.8 < waited < 3, waited
