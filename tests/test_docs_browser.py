@@ -74,3 +74,35 @@ def test_try_it_out_on_iris_predict(page: Any, base_url: str) -> None:
     assert '"predictions"' in body
     assert '"model": "iris"' in body
     assert any(species in body for species in ("setosa", "versicolor", "virginica"))
+
+
+def test_the_shown_answers_are_real_and_v2_examples_run_per_model(page: Any, base_url: str) -> None:
+    """The 200 answer Swagger UI shows is the model's own (no "string" placeholders), and
+    the v2 infer operation offers one example per model that "Try it out" runs."""
+    page.set_default_timeout(30_000)
+    page.goto(f"{base_url}/docs")
+    predict = page.locator("#operations-models-predict_iris")
+    predict.locator(".opblock-summary").click()
+    sample = predict.locator(".responses-wrapper .response[data-code='200'] .microlight").first
+    text = sample.inner_text()
+    assert '"model": "iris"' in text and '"predictions"' in text
+    assert '"string"' not in text and "additionalProp" not in text
+    # the card's example, answered by the model: the same label the service gives now
+    assert any(f'"label": "{s}"' in text for s in ("setosa", "versicolor", "virginica"))
+
+    infer = page.locator("[id^='operations-Open_Inference_Protocol_v2-infer_default']")
+    infer.locator(".opblock-summary").click()
+    infer.get_by_role("button", name="Try it out").click()
+    choice = infer.locator(".opblock-section-request-body .examples-select select")
+    options = [o.split(" ")[0] for o in choice.locator("option").all_inner_texts()]
+    assert {"digits", "income", "iris", "salary"} <= set(options)
+    choice.select_option(index=options.index("income"))
+    infer.locator("input[placeholder='name']").fill("income")
+    assert '"workclass"' in infer.locator("textarea.body-param__text").input_value()
+    infer.get_by_role("button", name="Execute").click()
+    response = infer.locator(".live-responses-table .response")
+    status = response.locator(".response-col_status")
+    status.wait_for()
+    assert status.inner_text().strip() == "200"
+    body = response.locator(".response-col_description pre").first.inner_text()
+    assert '"model_name": "income"' in body and '"probabilities"' in body

@@ -103,7 +103,7 @@ def test_every_access_line_is_written_before_exit(as_json: bool) -> None:
         assert any(e["message"].startswith("settings: ") for e in entries)
     else:
         seen = {
-            line.split("[", 1)[1].split("]", 1)[0]
+            line.split("[", 1)[1].split("]", 1)[0].split()[0]  # [request id, trace id]
             for line in log.splitlines()
             if "app.access" in line
         }

@@ -9,9 +9,14 @@ public API. Screenshots land in test-artifacts/playground/.
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import itertools
+import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -434,3 +439,183 @@ def test_screenshots_at_desktop_and_phone_width(
     tab.screenshot(path=str(ARTIFACTS / f"{size}.png"), full_page=True)
     tab.screenshot(path=str(ARTIFACTS / f"{size}-top.png"))
     watch.assert_clean()
+
+
+# ------------------------------------------------------------ "Use via API"
+def _snippet(tab: Any, model: str, protocol: str, language: str) -> str:
+    """The request the page made, as the "Use via API" panel shows it."""
+    panel = tab.locator(f"#model-{model} details.api")
+    _expect()(panel).to_be_visible()
+    if panel.get_attribute("open") is None:
+        panel.locator("summary").click()
+    panel.locator(f".protocols button[data-key={protocol}]").click()
+    panel.locator(f".languages button[data-key={language}]").click()
+    _expect()(panel).to_have_attribute("data-language", language)
+    return str(panel.locator("pre.snippet").inner_text())
+
+
+def _run(command: list[str], stdin: str = "") -> str:
+    done = subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _shown(tab: Any, model: str) -> tuple[str, dict[str, float]]:
+    """The label and the probabilities (from the bars' exact values) the page shows."""
+    section = tab.locator(f"#model-{model}")
+    label = section.locator(".prediction").inner_text()
+    bars = section.locator(".bars .bar")
+    probabilities = {
+        bars.nth(i).get_attribute("data-class"): float(
+            bars.nth(i).get_attribute("data-probability")
+        )
+        for i in range(bars.count())
+    }
+    return label, probabilities
+
+
+def _v2_answer(body: dict[str, Any]) -> tuple[str, dict[str, float]]:
+    outputs = {o["name"]: o for o in body["outputs"]}
+    classes = json.loads(outputs["probabilities"]["parameters"]["classes"])
+    return outputs["label"]["data"][0], dict(zip(classes, outputs["probabilities"]["data"]))
+
+
+def test_the_copied_requests_give_the_same_answer(page: tuple[Any, Watch], live_url: str) -> None:
+    """curl, Python and JavaScript, native and OIP v2: each snippet run outside the page
+    answers what the page shows."""
+    tab, watch = page
+    _fill(tab, "income", INCOME_ROWS[1])
+    tab.locator("#model-income button[type=submit]").click()
+    _settled(tab, "income")
+    label, probabilities = _shown(tab, "income")
+
+    curl = _snippet(tab, "income", "native", "curl")
+    assert curl.startswith(f"curl -s -X POST '{live_url}/models/income/versions/")
+    native = json.loads(_run(["bash", "-c", curl]))["predictions"][0]
+    assert native["label"] == label
+    assert native["probabilities"] == probabilities  # the very numbers, not rounded ones
+
+    python = _snippet(tab, "income", "native", "python")
+    printed = ast.literal_eval(_run([sys.executable, "-c", python]))
+    assert printed["predictions"][0]["probabilities"] == probabilities
+
+    node = shutil.which("node")
+    if node:  # fetch is global from Node 18 on; top-level await needs a module
+        javascript = _snippet(tab, "income", "native", "javascript")
+        script = javascript.replace(
+            "console.log(await response.json());",
+            "console.log(JSON.stringify(await response.json()));",
+        )
+        out = json.loads(_run([node, "--input-type=module", "-"], stdin=script))
+        assert out["predictions"][0]["probabilities"] == probabilities
+
+    v2_curl = _snippet(tab, "income", "v2", "curl")
+    assert "/v2/models/income/versions/" in v2_curl
+    v2_label, v2_probabilities = _v2_answer(json.loads(_run(["bash", "-c", v2_curl])))
+    assert v2_label == label
+    assert v2_probabilities == pytest.approx(probabilities, abs=1e-6)  # FP32 on the wire
+    watch.assert_clean()
+
+
+def test_the_drawn_digit_as_curl_gives_the_same_answer(page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    tab.locator("#model-digits button.clear").click()
+    _stroke(tab, [(0.5, 0.12 + 0.76 * i / 12) for i in range(13)])
+    _settled(tab, "digits")
+    label, probabilities = _shown(tab, "digits")
+    for protocol in ("native", "v2"):
+        answer = json.loads(_run(["bash", "-c", _snippet(tab, "digits", protocol, "curl")]))
+        got = (
+            (answer["predictions"][0]["label"], answer["predictions"][0]["probabilities"])
+            if protocol == "native"
+            else _v2_answer(answer)
+        )
+        assert got[0] == label
+        assert got[1] == pytest.approx(probabilities, abs=1e-6)
+    python = _snippet(tab, "digits", "native", "python")
+    assert len(python.splitlines()) < 50  # the image one row a line, not a number a line
+    printed = ast.literal_eval(_run([sys.executable, "-c", python]))
+    assert printed["predictions"][0]["probabilities"] == probabilities
+    node = shutil.which("node")
+    if node:
+        javascript = _snippet(tab, "digits", "native", "javascript")
+        script = javascript.replace(
+            "console.log(await response.json());",
+            "console.log(JSON.stringify(await response.json()));",
+        )
+        out = json.loads(_run([node, "--input-type=module", "-"], stdin=script))
+        assert out["predictions"][0]["probabilities"] == probabilities
+    watch.assert_clean()
+
+
+def test_a_value_outside_training_warns_and_still_predicts(page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    expect = _expect()
+    section = tab.locator("#model-iris")
+    field = section.locator(".field[data-field=petal_length]")
+    warning = field.locator(".warning")
+    expect(warning).to_be_hidden()
+    field.locator("input").fill("25")  # a 25 cm petal: allowed, but far beyond training
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("Outside the range seen in training (1 – 6.7)")
+    _settled(tab, "iris")
+    expect(section.locator(".prediction")).not_to_have_text("–")
+    field.locator("input").fill("4.7")
+    expect(warning).to_be_hidden()
+    watch.assert_clean()
+
+
+def test_an_invalid_field_clears_the_stale_answer(page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    expect = _expect()
+    section = tab.locator("#model-iris")
+    section.locator("button.reset").click()
+    _settled(tab, "iris")
+    expect(section.locator(".prediction")).not_to_have_text("–")
+    section.locator("[name=sepal_width]").fill("")
+    section.locator("button[type=submit]").click()
+    expect(section.locator(".answer")).to_have_attribute("data-state", "error")
+    expect(section.locator(".prediction")).to_have_text("–")
+    expect(section.locator(".error")).to_contain_text("Fix the highlighted fields")
+    assert section.locator(".bar.top").count() == 0
+    assert [
+        b
+        for b in section.locator(".bar").evaluate_all(
+            "bars => bars.map(b => b.dataset.probability)"
+        )
+        if b
+    ] == []
+    expect(section.locator("details.api")).to_be_hidden()
+    section.locator("button.reset").click()
+    _settled(tab, "iris")
+    watch.assert_clean()
+
+
+def test_on_a_phone_the_prediction_is_in_view_after_drawing(browser: Any, live_url: str) -> None:
+    tab = browser.new_page()
+    watch = Watch(live_url)
+    watch.attach(tab)
+    try:
+        tab.set_viewport_size(PHONE)
+        tab.goto(live_url + "/")
+        tab.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        canvas = tab.locator("#model-digits canvas.draw")
+        canvas.scroll_into_view_if_needed()
+        _touch_stroke(tab, [(0.5, 0.12 + 0.76 * i / 12) for i in range(13)])
+        _expect()(tab.locator("#model-digits .prediction")).to_have_text("1")
+        pad = canvas.bounding_box()
+        verdict = tab.locator("#model-digits .verdict").bounding_box()
+        # in the same screen as the pad the finger is on: no scrolling to see the answer
+        assert pad["y"] >= 0 and pad["y"] + pad["height"] <= PHONE["height"]
+        assert verdict["y"] >= 0 and verdict["y"] + verdict["height"] <= PHONE["height"]
+        # next to the pad, or just under it
+        beside = (
+            verdict["x"] >= pad["x"] + pad["width"] - 1 and verdict["y"] < pad["y"] + pad["height"]
+        )
+        under = 0 <= verdict["y"] - (pad["y"] + pad["height"]) <= 120
+        assert beside or under, (pad, verdict)
+        watch.assert_clean()
+    finally:
+        tab.close()

@@ -336,9 +336,8 @@ def test_grpc_requests_are_counted_with_protocol_grpc(
         triton.infer("iris", inputs[:2], model_version="1")
     assert count("OK") == before_ok + 3
     assert count("INVALID_ARGUMENT") == before_bad + 1
-    assert (
-        'keras_serve_request_duration_seconds_count{protocol="grpc"}' in http.get("/metrics").text
-    )
+    latency = 'keras_serve_request_duration_seconds_count{model="iris",protocol="grpc",version="1"}'
+    assert latency in http.get("/metrics").text
 
 
 # --------------------------------------------------------------- in-process checks

@@ -82,3 +82,20 @@ def test_spans_for_each_stage_under_the_request(exported: object) -> None:
 def test_nothing_is_exported_without_an_exporter(client: TestClient) -> None:
     assert not tracing.exporter.enabled
     assert client.post("/models/iris/predict", json=IRIS).status_code == 200
+
+
+def test_log_lines_carry_the_trace_id() -> None:
+    import json
+
+    import httpx
+
+    from tests.live_server import service_process
+
+    env = {"LOG_LEVEL": "info", "LOG_JSON": "true", "WATCH_INTERVAL_S": "0"}
+    with service_process(MODELS_DIR, env) as service:
+        httpx.post(f"{service.url}/models/iris/predict", json=IRIS, headers={"traceparent": CALLER})
+        service.process.terminate()
+        assert service.process.wait(timeout=30) == 0
+        entries = [json.loads(line) for line in service.output().splitlines() if line.strip()]
+    access = [e for e in entries if e["logger"] == "app.access" and "iris" in e["path"]]
+    assert [e["trace_id"] for e in access] == [CALLER.split("-")[1]]

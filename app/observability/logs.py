@@ -27,6 +27,7 @@ import time
 from typing import IO, Any
 
 from app.observability.context import request_id
+from app.observability.tracing import trace_id
 
 # attributes every LogRecord has; anything else was passed through ``extra=``
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -34,15 +35,16 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 ACCESS_LOGGER = "app.access"
 ACCESS_FORMAT = "%s %s %d %.2fms"
 QUEUE_LIMIT = 50_000  # lines waiting for the writer; beyond, new lines are dropped
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s] %(message)s"
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 access = logging.getLogger(ACCESS_LOGGER)
-# what the middleware hands over: time, method, path, status, seconds, id, model, version
-AccessEntry = tuple[float, str, str, int, float, str, str, str]
+# what the middleware hands over: time, method, path, status, seconds, id, model, version,
+# trace id
+AccessEntry = tuple[float, str, str, int, float, str, str, str, str]
 
 
 def _escape_one(match: re.Match[str]) -> str:
@@ -64,6 +66,8 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id()
+        if not hasattr(record, "trace_id"):
+            record.trace_id = trace_id()
         return True
 
 
@@ -83,18 +87,21 @@ class SafeTextFormatter(logging.Formatter):
     def format_access(self, entry: AccessEntry) -> str:
         """The access line as :meth:`format` would write it, without a ``LogRecord``
         (the writer thread formats thousands a second)."""
-        created, method, path, status, seconds, rid, _, _ = entry
+        created, method, path, status, seconds, rid, _, _, trace = entry
         second = int(created)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime(self.default_time_format, self.converter(created))
         millis = int((created - second) * 1000)
         return (
-            f"{self._stamp},{millis:03d} INFO {ACCESS_LOGGER} [{escape_controls(rid)}] "
+            f"{self._stamp},{millis:03d} INFO {ACCESS_LOGGER} [{escape_controls(rid)} {trace}] "
             f"{escape_controls(method)} {escape_controls(path)} {status} {seconds * 1000:.2f}ms"
         )
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        for name in ("request_id", "trace_id"):  # records that missed the filter
+            if not hasattr(record, name):
+                setattr(record, name, "-")
         return escape_controls(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
@@ -109,7 +116,7 @@ class SafeTextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format_access(self, entry: AccessEntry) -> str:
         """The access line as :meth:`format` would write it, without a ``LogRecord``."""
-        created, method, path, status, seconds, rid, model, version = entry
+        created, method, path, status, seconds, rid, model, version, trace = entry
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
         return json.dumps(
             {
@@ -118,6 +125,7 @@ class JsonFormatter(logging.Formatter):
                 "logger": ACCESS_LOGGER,
                 "message": ACCESS_FORMAT % (method, path, status, seconds * 1000),
                 "request_id": rid,
+                "trace_id": trace,
                 "method": method,
                 "path": path,
                 "status": status,
@@ -146,7 +154,7 @@ class JsonFormatter(logging.Formatter):
 
 def access_record(entry: AccessEntry) -> logging.LogRecord:
     """The access line's ``LogRecord``, built from what the middleware handed over."""
-    created, method, path, status, seconds, rid, model, version = entry
+    created, method, path, status, seconds, rid, model, version, trace = entry
     record = logging.LogRecord(
         ACCESS_LOGGER,
         logging.INFO,
@@ -160,6 +168,7 @@ def access_record(entry: AccessEntry) -> logging.LogRecord:
     record.msecs = (created - int(created)) * 1000
     record.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
     record.request_id = rid
+    record.trace_id = trace
     record.method = method
     record.path = path
     record.status = status
@@ -318,13 +327,20 @@ def queueing_handler(as_json: bool, stream: str = "stderr") -> QueueingHandler:
 
 
 def log_access(
-    method: str, path: str, status: int, seconds: float, rid: str, model: str, version: str
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    rid: str,
+    model: str,
+    version: str,
+    trace: str = "-",
 ) -> None:
     """One access line, cheaply: a tuple onto the writer's queue when the process has
     one (``python -m app``), else an ordinary record (tests, other servers)."""
     if not access.isEnabledFor(logging.INFO):
         return
-    entry = (time.time(), method, path, status, seconds, rid, model, version)
+    entry = (time.time(), method, path, status, seconds, rid, model, version, trace)
     if _writer is not None:
         _writer.put(entry)
     else:

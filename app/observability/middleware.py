@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.observability.context import RequestFacts, current
 from app.observability.logs import log_access
 from app.observability.metrics import Metrics, protocol_of
+from app.observability.tracing import trace_id
 
 UNTRACKED = ("/metrics", "/health/", "/docs", "/openapi.json")
 
@@ -78,5 +79,6 @@ class ObservabilityMiddleware:
                     facts.request_id,
                     facts.model,
                     facts.version,
+                    trace_id(),
                 )
             current.reset(token)

@@ -7,6 +7,9 @@
  * POST models/digits/versions/{v}/predict/image  an uploaded PNG/JPEG
  *
  * URLs are relative, so the page also works behind a path prefix.
+ *
+ * Every answer comes with "Use via API": the exact request the page made, as curl,
+ * Python (httpx) and JavaScript (fetch), for the native API and for OIP v2.
  */
 "use strict";
 
@@ -128,6 +131,202 @@
     return "";
   }
 
+  // ---------------------------------------------------------------- "Use via API"
+
+  /** The absolute URL of a page-relative API path, as a client elsewhere must call it. */
+  function absolute(path) {
+    return new URL(path, document.baseURI).href;
+  }
+
+  /** A value as a readable literal: objects one key a line, number arrays on one line
+   * (a 28x28 image is 28 lines, not 812). Python spells null/true/false its own way. */
+  function literal(value, indent, python) {
+    const pad = (python ? "    " : "  ").repeat(indent + 1);
+    const end = (python ? "    " : "  ").repeat(indent);
+    if (value === null || value === undefined) return python ? "None" : "null";
+    if (value === true) return python ? "True" : "true";
+    if (value === false) return python ? "False" : "false";
+    if (typeof value === "number" || typeof value === "string") return JSON.stringify(value);
+    if (Array.isArray(value)) {
+      if (value.every((v) => typeof v === "number" || typeof v === "string")) {
+        return "[" + value.map((v) => JSON.stringify(v)).join(", ") + "]";
+      }
+      return "[\n" + value.map((v) => pad + literal(v, indent + 1, python) + ",").join("\n") + "\n" + end + "]";
+    }
+    const items = Object.entries(value).map(
+      ([k, v]) => pad + JSON.stringify(k) + ": " + literal(v, indent + 1, python) + ",",
+    );
+    return "{\n" + items.join("\n") + "\n" + end + "}";
+  }
+
+  /** JSON for a command line: compact, single-quoted for the shell. */
+  function shellQuote(text) {
+    return "'" + text.replace(/'/g, "'\\''") + "'";
+  }
+
+  /** The request as curl, Python and JavaScript. `request` is {url, body} or {url, file}. */
+  function snippets(request) {
+    const url = absolute(request.url);
+    if (request.file) {
+      const name = request.file;
+      return {
+        curl: "curl -s -X POST " + shellQuote(url) + " -F " + shellQuote("file=@" + name),
+        python:
+          "import httpx\n\n" +
+          "with open(" + JSON.stringify(name) + ', "rb") as image:\n' +
+          "    response = httpx.post(\n" +
+          "        " + JSON.stringify(url) + ",\n" +
+          '        files={"file": (' + JSON.stringify(name) + ', image, "image/png")},\n' +
+          "    )\n" +
+          "print(response.json())\n",
+        javascript:
+          "// file: a File, e.g. from <input type=\"file\">\n" +
+          "const form = new FormData();\n" +
+          'form.append("file", file);\n' +
+          "const response = await fetch(" + JSON.stringify(url) + ', { method: "POST", body: form });\n' +
+          "console.log(await response.json());\n",
+      };
+    }
+    const json = JSON.stringify(request.body);
+    return {
+      curl:
+        "curl -s -X POST " + shellQuote(url) + " \\\n" +
+        "  -H 'Content-Type: application/json' \\\n" +
+        "  -d " + shellQuote(json),
+      python:
+        "import httpx\n\n" +
+        "response = httpx.post(\n" +
+        "    " + JSON.stringify(url) + ",\n" +
+        "    json=" + literal(request.body, 1, true) + ",\n" +
+        ")\n" +
+        "print(response.json())\n",
+      javascript:
+        "const response = await fetch(" + JSON.stringify(url) + ", {\n" +
+        '  method: "POST",\n' +
+        '  headers: { "Content-Type": "application/json" },\n' +
+        "  body: JSON.stringify(" + literal(request.body, 1, false) + "),\n" +
+        "});\n" +
+        "console.log(await response.json());\n",
+    };
+  }
+
+  /** OIP v2 datatypes of the native input types (as the service's signature maps them). */
+  const V2_DATATYPES = { number: "FP32", integer: "INT64", category: "BYTES", ordinal: "BYTES", image: "UINT8" };
+
+  /** One native instance as an OIP v2 inference request: a tensor per input, batch of one.
+   * BYTES tensors hold strings only, so a missing category travels as "?" (the marker the
+   * service reads as missing); a missing number has no v2 form (null: no v2 snippet). */
+  function v2Body(inputs, instance) {
+    if (inputs.some((f) => V2_DATATYPES[f.type] !== "BYTES" && instance[f.name] === null)) return null;
+    return {
+      inputs: inputs.map((field) => {
+        let value = instance[field.name];
+        if (value === null) value = "?";
+        if (field.type === "image") {
+          const shape = field.shape || [SIDE, SIDE];
+          return { name: field.name, shape: [1, ...shape], datatype: "UINT8", data: value.flat() };
+        }
+        return { name: field.name, shape: [1], datatype: V2_DATATYPES[field.type] || "FP32", data: [value] };
+      }),
+    };
+  }
+
+  /** The "Use via API" panel: protocol and language tabs over a copyable snippet. */
+  class ApiPanel {
+    constructor(container) {
+      this.root = h("details", { className: "api" });
+      this.root.hidden = true;
+      this.protocol = "native";
+      this.language = "curl";
+      this.requests = {};
+      const summary = h("summary", { text: "Use via API" });
+      this.protocols = h("div", { className: "tabs protocols", role: "tablist", "aria-label": "Protocol" });
+      this.languages = h("div", { className: "tabs languages", role: "tablist", "aria-label": "Language" });
+      for (const [key, text] of [["native", "Native"], ["v2", "OIP v2"]]) {
+        this.protocols.append(this.tab(key, text, "protocol"));
+      }
+      for (const [key, text] of [["curl", "curl"], ["python", "Python"], ["javascript", "JavaScript"]]) {
+        this.languages.append(this.tab(key, text, "language"));
+      }
+      this.code = h("code", {});
+      this.pre = h("pre", { className: "snippet" }, this.code);
+      this.copy = h("button", { type: "button", className: "copy", text: "Copy" });
+      this.copy.addEventListener("click", () => this.copyText());
+      this.note = h("p", { className: "api-note" });
+      this.root.append(
+        summary,
+        h("div", { className: "api-bar" }, this.protocols, this.languages, this.copy),
+        this.pre,
+        this.note,
+      );
+      container.append(this.root);
+    }
+
+    tab(key, text, kind) {
+      const button = h("button", { type: "button", role: "tab", "data-key": key, text: text });
+      button.addEventListener("click", () => {
+        this[kind] = key;
+        this.render();
+      });
+      return button;
+    }
+
+    /** Show the snippets of one request: {native: {url, body|file}, v2: {url, body} | null}. */
+    show(requests) {
+      this.requests = requests;
+      this.root.hidden = false;
+      this.render();
+    }
+
+    hide() {
+      this.root.hidden = true;
+    }
+
+    render() {
+      if (!this.requests[this.protocol]) this.protocol = "native";
+      const request = this.requests[this.protocol];
+      const why =
+        this.requests.native && this.requests.native.file
+          ? "The Open Inference Protocol takes tensors, not uploaded files"
+          : "A missing number has no form in the Open Inference Protocol's tensors";
+      for (const button of this.protocols.children) {
+        const on = button.dataset.key === this.protocol;
+        button.setAttribute("aria-selected", String(on));
+        button.disabled = !this.requests[button.dataset.key];
+        button.title = button.disabled ? why : "";
+      }
+      for (const button of this.languages.children) {
+        button.setAttribute("aria-selected", String(button.dataset.key === this.language));
+      }
+      this.root.dataset.protocol = this.protocol;
+      this.root.dataset.language = this.language;
+      if (!request) return;
+      this.code.textContent = snippets(request)[this.language];
+      this.note.textContent =
+        this.protocol === "v2"
+          ? "Open Inference Protocol v2 (KServe, Triton clients): the answer's probabilities follow the classes parameter."
+          : "The native API: one instance, or {\"instances\": [...]} for several." +
+            (this.requests.v2 ? "" : " (" + why + ".)");
+    }
+
+    async copyText() {
+      const text = this.code.textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+        this.copy.textContent = "Copied";
+      } catch (err) {
+        // no clipboard (plain http away from localhost): select the text instead
+        const range = document.createRange();
+        range.selectNodeContents(this.code);
+        const selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        this.copy.textContent = "Selected: press Ctrl+C";
+      }
+      setTimeout(() => (this.copy.textContent = "Copy"), 1500);
+    }
+  }
+
   // ---------------------------------------------------------------- bar chart
 
   /** Probabilities as bars; the rows are built once per class list and then updated. */
@@ -188,6 +387,7 @@
       this.error = root.querySelector(".error");
       this.note = root.querySelector(".note");
       this.bars = new Bars(root.querySelector(".bars"));
+      this.api = new ApiPanel(root);
       this.seq = 0;
     }
 
@@ -202,8 +402,10 @@
       return token === this.seq;
     }
 
-    show(token, body, classes) {
+    /** Show an answer, and the request that got it (`requests`, see ApiPanel.show). */
+    show(token, body, classes, requests) {
       if (!this.current(token)) return;
+      if (requests) this.api.show(requests);
       const result = body.predictions[0];
       this.root.classList.remove("busy");
       this.error.hidden = true;
@@ -234,6 +436,13 @@
       this.root.dataset.state = "error";
     }
 
+    /** An error with nothing stale beside it: the previous answer goes. */
+    failClean(message) {
+      this.clear("");
+      this.api.hide();
+      this.fail(undefined, message);
+    }
+
     clear(message) {
       this.seq += 1; // answers in flight are now stale
       this.root.classList.remove("busy");
@@ -241,6 +450,8 @@
       this.prediction.textContent = "–";
       this.confidence.textContent = message || "";
       this.bars.reset();
+      this.api.hide();
+      if (this.note) this.note.hidden = true;
       this.root.dataset.state = "empty";
     }
   }
@@ -444,6 +655,10 @@
       return (
         "models/" + encodeURIComponent(this.name) + "/versions/" + version + (rest ? "/" + rest : "")
       );
+    }
+
+    v2url(version) {
+      return "v2/models/" + encodeURIComponent(this.name) + "/versions/" + version + "/infer";
     }
 
     choose(version) {
@@ -811,9 +1026,14 @@
       this.showInput(image);
       const version = this.view.version;
       const token = this.answer.next();
+      const instance = { [this.meta.inputs[0].name]: image };
+      const requests = {
+        native: { url: this.view.url(version, "predict"), body: instance },
+        v2: { url: this.view.v2url(version), body: v2Body(this.meta.inputs, instance) },
+      };
       try {
-        const body = await postJSON(this.view.url(version, "predict"), { image: image });
-        this.answer.show(token, body, this.meta.classes);
+        const body = await postJSON(requests.native.url, instance);
+        this.answer.show(token, body, this.meta.classes, requests);
       } catch (err) {
         this.answer.fail(token, err.message);
       }
@@ -826,8 +1046,10 @@
       this.showUpload(file);
       const token = this.answer.next();
       try {
-        const body = await postFile(this.view.url(this.view.version, "predict/image"), file);
-        this.answer.show(token, body, this.meta.classes);
+        const url = this.view.url(this.view.version, "predict/image");
+        const body = await postFile(url, file);
+        const requests = { native: { url: url, file: file.name || "digit.png" }, v2: null };
+        this.answer.show(token, body, this.meta.classes, requests);
       } catch (err) {
         this.answer.fail(token, err.message);
       }
@@ -857,6 +1079,18 @@
   }
 
   // ---------------------------------------------------------------- forms
+
+  /** A warning when a number lies outside what training saw (the card's seen_min/seen_max,
+   * the range the service itself uses); the prediction is still made. */
+  function outsideTraining(field, value) {
+    if (typeof value !== "number" || field.seen_min === null || field.seen_max === null) return "";
+    if (field.seen_min === undefined || field.seen_max === undefined) return "";
+    if (value >= field.seen_min && value <= field.seen_max) return "";
+    return (
+      "Outside the range seen in training (" + number(field.seen_min, 4) + " – " +
+      number(field.seen_max, 4) + "): the model is guessing beyond its data."
+    );
+  }
 
   class FormPlayground {
     constructor(view) {
@@ -938,6 +1172,7 @@
             h("label", { for: id }, h("span", { className: "field-name", text: pretty(field.name) }), field.description ? h("small", { text: field.description }) : null),
             control,
             h("small", { className: "hint", text: hint.join(" · ") }),
+            h("small", { className: "warning", role: "status", hidden: true }),
             h("small", { className: "invalid", hidden: true }),
           ),
         );
@@ -999,6 +1234,11 @@
           message.hidden = !problem;
           message.textContent = problem;
           control.setAttribute("aria-invalid", problem ? "true" : "false");
+          const warning = wrap.querySelector(".warning");
+          const unseen = problem ? "" : outsideTraining(field, instance[field.name]);
+          warning.hidden = !unseen;
+          warning.textContent = unseen;
+          wrap.classList.toggle("unseen", Boolean(unseen));
         }
         if (problem) valid = false;
       }
@@ -1009,14 +1249,22 @@
       if (this.view.version === null) return;
       const instance = this.values(true);
       if (!instance) {
-        this.answer.fail(undefined, "Fix the highlighted fields to get a prediction.");
-        this.answer.seq += 1; // and drop answers to earlier rows
+        // no stale answer beside the error; answers to earlier rows in flight are dropped
+        this.answer.failClean("Fix the highlighted fields to get a prediction.");
         return;
       }
       const token = this.answer.next();
+      const version = this.view.version;
+      const requests = {
+        native: { url: this.view.url(version, "predict"), body: instance },
+        v2: null,
+      };
+      const v2 = v2Body(this.meta.inputs, instance);
+      if (v2) requests.v2 = { url: this.view.v2url(version), body: v2 };
       try {
-        const body = await postJSON(this.view.url(this.view.version, "predict") + "?explain=true", instance);
-        this.answer.show(token, body, this.meta.classes);
+        // the explanation rides along (?explain=true); the request shown is the plain one
+        const body = await postJSON(requests.native.url + "?explain=true", instance);
+        this.answer.show(token, body, this.meta.classes, requests);
       } catch (err) {
         this.answer.fail(token, err.message);
       }
