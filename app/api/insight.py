@@ -46,12 +46,111 @@ EXPLAIN_BODY = {
     }
 }
 
+
+def ok(description: str, example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """A documented 200 answer: its shape, with an answer the service gave (iris v1)."""
+    content = {"application/json": {"schema": {"type": "object"}, "example": example}}
+    return {200: {"description": description, "content": content}}
+
+
+EXPLAINED = ok(
+    "The predict answer, each prediction with its explanation",
+    {
+        "model": "iris",
+        "version": 1,
+        "predictions": [
+            {
+                "label": "versicolor",
+                "probabilities": {"setosa": 0.0033, "versicolor": 0.9732, "virginica": 0.0236},
+                "unknown_categories": [],
+                "out_of_range": [],
+                "explanation": {
+                    "method": "shapley",
+                    "class": "versicolor",
+                    "value": 0.9732,
+                    "base": 0.355,
+                    "attributions": {
+                        "sepal_length": 0.0524,
+                        "sepal_width": 0.0747,
+                        "petal_length": 0.1555,
+                        "petal_width": 0.3357,
+                    },
+                },
+            }
+        ],
+    },
+)
+DRIFT = ok(
+    "Per raw field: PSI and its status, missing, unknown and out-of-range rates",
+    {
+        "model": "iris",
+        "version": 1,
+        "window": 1000,
+        "rows": 250,
+        "min_rows": 200,
+        "observed_total": 250,
+        "measure": "population stability index (PSI)",
+        "thresholds": {"watch": 0.1, "drift": 0.25},
+        "fields": {
+            "petal_width": {
+                "type": "numeric",
+                "psi": 0.031,
+                "missing_rate": 0.0,
+                "out_of_range_rate": 0.0,
+                "status": "ok",
+            }
+        },
+        "flagged": [],
+    },
+)
+CALIBRATION = ok(
+    "ECE and reliability bins on validation, the temperature served, the threshold rule",
+    {
+        "model": "iris",
+        "version": 1,
+        "calibration": {
+            "split": "validation",
+            "rows": 21,
+            "method": "temperature scaling: softmax(log(p) / T), T fitted by minimising "
+            "validation NLL; T = 1 when that does not lower it",
+            "temperature": 1.2413,
+            "nll": 0.2195,
+            "nll_calibrated": 0.2155,
+            "ece": 0.0706,
+            "ece_calibrated": 0.0711,
+            "bins": [
+                {"lower": 0.9, "upper": 1.0, "count": 16, "confidence": 0.9889, "accuracy": 1.0}
+            ],
+            "bins_calibrated": [
+                {"lower": 0.9, "upper": 1.0, "count": 15, "confidence": 0.9874, "accuracy": 1.0}
+            ],
+        },
+    },
+)
+PERFORMANCE = ok(
+    "Live accuracy from feedback beside the card's test figures",
+    {
+        "model": "iris",
+        "version": 1,
+        "labelled": 40,
+        "stored_predictions": 52,
+        "window": 10000,
+        "live": {
+            "accuracy": 0.975,
+            "roc_auc": None,
+            "accuracy_change": -0.0028,
+            "accuracy_standard_error": 0.0247,
+        },
+        "card_test": {"accuracy": 0.9778, "roc_auc": None, "rows": 45},
+    },
+)
+
 router = APIRouter(tags=["insight"])
 
 
 @router.post(
     "/models/{name}/explain",
-    responses=JSON_ERRORS,
+    responses={**EXPLAINED, **JSON_ERRORS},
     summary="Predict and explain (highest serving version): a predict body",
     openapi_extra=EXPLAIN_BODY,
 )
@@ -61,7 +160,7 @@ async def explain_default(request: Request, name: str = MODEL_NAME) -> FastJSONR
 
 @router.post(
     "/models/{name}/versions/{version}/explain",
-    responses=JSON_ERRORS,
+    responses={**EXPLAINED, **JSON_ERRORS},
     summary="Predict and explain with a pinned version: a predict body",
     openapi_extra=EXPLAIN_BODY,
 )
@@ -77,7 +176,7 @@ def served(request: Request, name: str, version: str) -> ServedModel:
 
 @router.get(
     "/models/{name}/versions/{version}/drift",
-    responses=ERRORS,
+    responses={**DRIFT, **ERRORS},
     summary="Drift of recent traffic against the training data, per raw field (PSI)",
 )
 async def drift(request: Request, name: str = MODEL_NAME, version: str = VERSION) -> dict[str, Any]:
@@ -88,9 +187,9 @@ async def drift(request: Request, name: str = MODEL_NAME, version: str = VERSION
 
 @router.get(
     "/models/{name}/versions/{version}/calibration",
-    responses=ERRORS,
+    responses={**CALIBRATION, **ERRORS},
     summary="Calibration on the validation split (ECE, reliability bins, temperature) and, "
-    "for binary models, the decision threshold and precision-recall curve",
+    "for binary models, threshold: the decision rule, max-F1 threshold and PR curve",
 )
 async def calibration(
     request: Request, name: str = MODEL_NAME, version: str = VERSION
@@ -99,12 +198,10 @@ async def calibration(
     found = model.insight.calibration
     if found is None:
         raise ModelNotFound(name, model.version, "has no reference.json with calibration")
-    return {
-        "model": model.name,
-        "version": model.version,
-        "calibration": found,
-        "threshold": model.insight.threshold,
-    }
+    answer = {"model": model.name, "version": model.version, "calibration": found}
+    if model.insight.threshold is not None:  # binary models
+        answer["threshold"] = model.insight.threshold
+    return answer
 
 
 @router.get(
@@ -125,7 +222,7 @@ async def calibration_plot(
 
 @router.get(
     "/models/{name}/versions/{version}/performance",
-    responses=ERRORS,
+    responses={**PERFORMANCE, **ERRORS},
     summary="Live accuracy (and ROC AUC, binary) from feedback, beside the card's test figures",
 )
 async def performance(

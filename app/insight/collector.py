@@ -65,8 +65,8 @@ class InsightCollector(Collector):
                 if plane.feedback is not None:
                     found = plane.performance(model)
                     labelled.add_metric([model.name, version], found["labelled"])
-                    if found["accuracy"] is not None:
-                        accuracy.add_metric([model.name, version], found["accuracy"])
+                    if found["live"]["accuracy"] is not None:
+                        accuracy.add_metric([model.name, version], found["live"]["accuracy"])
             except Exception:  # a scrape must not fail because one version could not be read
                 log.exception("insight metrics of %s v%s", model.name, version)
         yield from (psi, rates, accuracy, labelled)

@@ -304,27 +304,31 @@ class DataPlane:
     def performance(self, model: ServedModel) -> dict[str, Any]:
         """Live accuracy (and ROC AUC, binary) from feedback, beside the card's test figures."""
         store = self._store()
+        store.flush(1.0)  # answers of the last moment count too
         found = store.performance(model.name, model.version, self.settings.performance_window)
         scores, truths = found.pop("scores", None), found.pop("truths", None)
         auc = None
         if scores is not None and truths is not None and len(model.classes) == 2:
             positive = np.array([t == model.classes[1] for t in truths])
             auc = roc_auc(np.asarray(scores), positive)
+        accuracy = found.pop("accuracy")
+        live: dict[str, Any] = {"accuracy": accuracy, "roc_auc": auc}
         test = model.card.metrics.get("test")
-        accuracy = found["accuracy"]
-        found.update(
-            window=self.settings.performance_window,
-            roc_auc=auc,
-            card_test={"accuracy": test.accuracy, "roc_auc": test.roc_auc, "rows": test.rows}
-            if test
-            else None,
-        )
-        if test is not None and accuracy is not None:
-            n = found["labelled"]
-            # one binomial standard error of the live figure, for judging the difference
-            found["accuracy_change"] = accuracy - test.accuracy
-            found["accuracy_standard_error"] = float(np.sqrt(accuracy * (1 - accuracy) / n))
-        return found
+        card: dict[str, Any] = {}
+        if test is not None:
+            card = {"accuracy": test.accuracy, "roc_auc": test.roc_auc, "rows": test.rows}
+            if accuracy is not None:
+                n = found["labelled"]
+                live["accuracy_change"] = accuracy - test.accuracy
+                # one binomial standard error of the live figure, to judge the change by
+                live["accuracy_standard_error"] = float(np.sqrt(accuracy * (1 - accuracy) / n))
+        # the same keys whatever the state: optional figures are null inside "live"
+        return {
+            **found,
+            "window": self.settings.performance_window,
+            "live": live,
+            "card_test": card,
+        }
 
     def _store(self) -> FeedbackStore:
         if self.feedback is None:

@@ -755,7 +755,7 @@
         h("p", {
           className: "live-accuracy",
           text: perf.labelled
-            ? "Live accuracy " + percent(perf.accuracy) + " on " + perf.labelled + " labelled predictions (test: " + percent(card.accuracy) + ")"
+            ? "Live accuracy " + percent(perf.live.accuracy) + " on " + perf.labelled + " labelled predictions (test: " + percent(card.accuracy) + ")"
             : "No feedback yet: POST /feedback with a request id and its true label.",
         }),
       );
