@@ -911,6 +911,10 @@
       this.last = null;
       this.objectUrl = null;
       this.predictSoon = debounce(() => this.predict(), 150, 400);
+      // the occlusion map, once the drawing rests (its own request: predictions stay fast)
+      this.explainSoon = debounce(() => this.explainNow(), 500, 0);
+      this.saliency = this.root.querySelector(".saliency28");
+      this.lastInstance = null;
 
       this.root.querySelector(".clear").addEventListener("click", () => this.clear());
       this.file.addEventListener("change", () => {
@@ -940,6 +944,9 @@
       const small = this.preview.getContext("2d");
       small.fillStyle = "#000";
       small.fillRect(0, 0, SIDE, SIDE);
+      this.lastInstance = null;
+      if (this.explainSoon) this.explainSoon.cancel();
+      if (this.saliency) this.saliency.closest("figure").hidden = true;
     }
 
     clear() {
@@ -1034,8 +1041,43 @@
       try {
         const body = await postJSON(requests.native.url, instance);
         this.answer.show(token, body, this.meta.classes, requests);
+        this.lastInstance = instance;
+        this.explainSoon();
       } catch (err) {
         this.answer.fail(token, err.message);
+      }
+    }
+
+    /** Where the model looks: the occlusion map of the last drawing, over it in red. */
+    async explainNow() {
+      const instance = this.lastInstance;
+      const figure = this.saliency.closest("figure");
+      if (!instance || this.view.version === null || this.source !== "drawing") {
+        figure.hidden = true;
+        return;
+      }
+      try {
+        const body = await postJSON(this.view.url(this.view.version, "explain"), instance);
+        if (instance !== this.lastInstance) return;
+        const image = instance[this.meta.inputs[0].name];
+        const map = body.predictions[0].explanation.saliency;
+        const top = Math.max(1e-6, ...map.flat());
+        const ctx = this.saliency.getContext("2d");
+        const data = ctx.createImageData(SIDE, SIDE);
+        for (let y = 0; y < SIDE; y++) {
+          for (let x = 0; x < SIDE; x++) {
+            const i = (y * SIDE + x) * 4;
+            const heat = Math.max(0, map[y][x]) / top;
+            const v = image[y][x] * 0.6;
+            data.data[i] = Math.min(255, v + 255 * heat);
+            data.data[i + 1] = data.data[i + 2] = v * (1 - heat);
+            data.data[i + 3] = 255;
+          }
+        }
+        ctx.putImageData(data, 0, 0);
+        figure.hidden = false;
+      } catch (err) {
+        figure.hidden = true; // the prediction stands without its map
       }
     }
 
