@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,14 @@ FEATURES = (
     ),
     FeatureSpec("native_country", "categorical", "Country of origin", missing_markers=("?",)),
 )
+
+BINNED = ("age", "education_num", "capital_gain", "capital_loss", "hours_per_week")
+
+
+def with_bins(features: tuple[FeatureSpec, ...], bins: int = 16) -> tuple[FeatureSpec, ...]:
+    """The features with target-aware piecewise-linear bins on the used numeric fields."""
+    return tuple(replace(f, bins=bins) if f.name in BINNED else f for f in features)
+
 
 EXAMPLE = {
     "age": 45,
