@@ -49,13 +49,16 @@ def main() -> int:
 
     data_dir = Path(os.environ["DATA_DIR"]) if "DATA_DIR" in os.environ else None
     raw = load(data_dir, 0)
-    from app.encoding import TabularPipeline
+    from app.encoding import FeatureSpec, TabularPipeline
+    from training.loaders import TabularData
+
+    assert isinstance(raw.train, TabularData) and isinstance(raw.validation, TabularData)
 
     only = set(sys.argv[1:])
     for cand in CANDIDATES:
         if only and cand.name not in only:
             continue
-        specs = FEATURES
+        specs: tuple[FeatureSpec, ...] = FEATURES
         if cand.bins:
             from training.recipes.income import with_bins
 
