@@ -105,8 +105,25 @@ def silence_libraries() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("tensorflow", "absl", "tf2onnx", "onnx", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # TensorFlow's C++ side logs through absl before any Python setting applies
+    # ("All log messages before absl::InitializeLog()", oneDNN notices): import it
+    # with the process's stderr pointed at /dev/null, then restore stderr.
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import keras  # noqa: F401
+            import tensorflow as tf
+
+            tf.constant(0.0) + 1.0  # the first op loads the kernels, which log too
+    except ImportError:  # training without TensorFlow fails later with a clear message
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     try:
         from absl import logging as absl_logging
 

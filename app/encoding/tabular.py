@@ -283,8 +283,8 @@ def _bin_edges(x: np.ndarray, y: np.ndarray, bins: int) -> list[float]:
     )
     tree.fit(x.reshape(-1, 1), y)
     inner = tree.tree_.threshold[tree.tree_.feature >= 0]
-    edges = sorted({float(x.min()), float(x.max()), *(float(t) for t in inner)})
-    return [round(e, 6) for e in edges]
+    # rounded before deduplicating: two edges never coincide, so no bin has zero width
+    return sorted({round(float(e), 6) for e in (x.min(), x.max(), *inner)})
 
 
 class _FeaturePlan:
@@ -387,13 +387,17 @@ class _FeaturePlan:
                 if self.edges:
                     self.piecewise(value, i, out)
         elif kind == "ordinal":
-            slot = self.slots.get(value.strip()) if isinstance(value, str) else None
-            if slot is None and isinstance(value, str) and len(value) <= MAX_CATEGORY_LENGTH:
-                level = self.by_norm.get(normalise(value))
-                if level is not None:
-                    slot = self.slots[level]
+            level: str | None = None
+            if isinstance(value, str):
+                if value in self.slots:  # the fast path: sent exactly as trained
+                    level = value
+                elif value.strip() in self.slots:
+                    level = value.strip()
+                elif len(value) <= MAX_CATEGORY_LENGTH:
+                    level = self.by_norm.get(normalise(value))
+                if level is not None and level != value:
                     canonical[i][self.name] = level
-            if slot is None:
+            if level is None:
                 suggestion = self.suggest(value) if isinstance(value, str) else None
                 hint = f"; did you mean {suggestion!r}?" if suggestion else ""
                 raise EncodingError(
@@ -403,7 +407,7 @@ class _FeaturePlan:
                     suggestion=suggestion,
                     allowed=list(self.order),
                 )
-            out[i, self.offset] = slot / max(len(self.order) - 1, 1)
+            out[i, self.offset] = self.slots[level] / max(len(self.order) - 1, 1)
         else:
             if value.__class__ is not str:
                 raise EncodingError(self.name, f"must be a string, got {type(value).__name__}", i)
