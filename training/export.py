@@ -47,8 +47,14 @@ def check_onnx(model: keras.Model, path: Path, x: np.ndarray) -> float:
     return diff
 
 
-def plot_history(history: dict[str, list[float]], title: str, path: Path) -> None:
-    """Loss and accuracy per epoch; readable from a single epoch to a hundred."""
+def plot_history(
+    history: dict[str, list[float]], title: str, path: Path, augmented: bool = False
+) -> None:
+    """Loss and accuracy per epoch; readable from a single epoch to a hundred.
+
+    With augmentation the training curve is measured on changed images (and with
+    dropout), so it lies below validation; the legend says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +66,8 @@ def plot_history(history: dict[str, list[float]], title: str, path: Path) -> Non
     epochs = list(range(1, n + 1))
     marker = "o" if n <= 30 else None  # points stay visible for short runs
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):  # lr may be logged too
-        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+        train_label = "training (augmented)" if augmented else "training"
+        for key, label in ((metric, train_label), (f"val_{metric}", "validation")):
             if key in history:
                 ax.plot(epochs, history[key], marker=marker, markersize=4, label=label)
         ax.set_xlabel("epoch")
@@ -94,7 +101,12 @@ def write_version(
         check_onnx(model, staging / ONNX_FILE, check_rows)
         save_pipeline(pipeline, staging / PIPELINE_FILE)
         write_card(card, staging)
-        plot_history(history, f"{card.name} v{card.version}", staging / HISTORY_PLOT)
+        plot_history(
+            history,
+            f"{card.name} v{card.version}",
+            staging / HISTORY_PLOT,
+            augmented=card.augmentation is not None,
+        )
         if destination.exists():
             shutil.rmtree(destination)
         staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
