@@ -350,3 +350,16 @@ def test_binned_numeric_adds_piecewise_linear_columns() -> None:
     )
     with pytest.raises(ValueError, match="labels"):
         TabularPipeline.fit({"gain": x}, spec)
+
+
+def test_piecewise_bins_equal_the_clipped_linear_formula() -> None:
+    """Bin k holds clip((x - e[k-1]) / (e[k] - e[k-1]), 0, 1), below, inside and above."""
+    spec = (FeatureSpec("x", "numeric", minimum=-100, maximum=100, bins=6),)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=600)
+    fitted = TabularPipeline.fit({"x": x.tolist()}, spec, labels=(x > 0.3) ^ (x < -1))
+    edges = np.asarray(fitted.features[0]["bin_edges"])
+    probes = [-50.0, *edges.tolist(), *rng.uniform(-4, 4, 50).tolist(), 50.0]
+    got = fitted.encode_rows([{"x": v} for v in probes]).matrix[:, 1:]
+    expected = np.clip((np.asarray(probes)[:, None] - edges[:-1]) / np.diff(edges), 0, 1)
+    np.testing.assert_allclose(got, expected, atol=1e-6)

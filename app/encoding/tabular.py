@@ -32,6 +32,7 @@ How a sent string is matched to the training vocabulary (categorical and ordinal
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import math
 import re
@@ -462,14 +463,23 @@ class _FeaturePlan:
         return self.by_norm.get(close[0]) or self.rare_by_norm[close[0]]
 
     def piecewise(self, value: Any, i: int, out: np.ndarray) -> None:
-        """Piecewise-linear bin columns: 1 for bins below the value, 0 above, a fraction in it."""
+        """Piecewise-linear bin columns: 1 for bins below the value, 0 above, a fraction in it.
+
+        Bin k spans ``edges[k-1]..edges[k]``; one bisection finds the partial bin, so a row
+        costs two writes however many bins there are (this is on the request path).
+        """
         x = float(value)
         if self.log1p:
             x = math.log1p(x)
         edges = self.edges
-        for k in range(1, len(edges)):
-            lo, hi = edges[k - 1], edges[k]
-            out[i, self.offset + k] = min(max((x - lo) / (hi - lo), 0.0), 1.0)
+        j = bisect.bisect_right(edges, x)  # edges[:j] <= x < edges[j:]
+        last = len(edges) - 1
+        full = min(j - 1, last)
+        if full > 0:
+            out[i, self.offset + 1 : self.offset + 1 + full] = 1.0
+        if 1 <= j <= last:
+            lo, hi = edges[j - 1], edges[j]
+            out[i, self.offset + j] = (x - lo) / (hi - lo)
 
     def scale(self, value: Any, index: int) -> float:
         name = self.name
