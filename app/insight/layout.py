@@ -76,6 +76,8 @@ class Layout:
                 width = len(levels) + (1 if has_other else 0)
             elif kind == "ordinal":
                 levels = tuple(f["order"])
+            else:  # numeric: the scaled value first, then any bin columns
+                width += max(len(f.get("bin_edges") or []) - 1, 0)
             if ignored:
                 width = 0
             elif f["allow_missing"]:
