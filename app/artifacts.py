@@ -89,6 +89,22 @@ class ModelCard(BaseModel):
         None, description="a runtime this version requires (tensorflow: no ONNX export)"
     )
     source: str | None = Field(None, description="where an imported model came from")
+    # added for issue 12; optional so older cards stay valid
+    target: str | None = Field(default=None, description="What the test split must show")
+    target_met: bool | None = None
+    augmentation: dict[str, Any] | None = Field(
+        default=None, description="Training-only augmentation ranges (images)"
+    )
+    robustness: dict[str, float] | None = Field(
+        default=None, description="Test accuracy under each seeded shift of the suite"
+    )
+    tuning: list[dict[str, Any]] | None = Field(
+        default=None, description="Candidates tried, with their validation figures"
+    )
+    ceiling: Metrics | None = Field(
+        default=None, description="Gradient-boosted trees on the same features and split"
+    )
+    ceiling_method: str | None = None
 
 
 MAX_VERSION = 2**31 - 1

@@ -14,7 +14,18 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, playground
-from app.api import admin, docs, errors, formats, health, monitoring, native, tfserving, v2
+from app.api import (
+    admin,
+    docs,
+    errors,
+    formats,
+    health,
+    insight,
+    monitoring,
+    native,
+    tfserving,
+    v2,
+)
 from app.api import repository as oip_repository
 from app.api.admission import AdmissionMiddleware
 from app.api.body import BodyLimitMiddleware
@@ -104,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.infer_router)
     app.include_router(tfserving.predict_router)
     app.include_router(native.router)
+    app.include_router(insight.router)
     app.include_router(oip_repository.build_router(token))  # before v2: /v2/models/stats
     app.include_router(v2.router)
     app.include_router(tfserving.router)

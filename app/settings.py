@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -139,6 +140,49 @@ class Settings(BaseSettings):
         description="extra wait for batch-mates, spent only when others are queued; 0 = merge "
         "only what queued while the previous call ran (fastest in the benchmark)",
     )
+
+    # ------------------------------------------------------------------ insight
+    max_explain_instances: int = Field(
+        16, ge=1, description="instances per request that may ask for explanations"
+    )
+    explain_chunk_rows: int = Field(
+        1024,
+        ge=1,
+        description="coalition rows per runtime call of an explanation: predictions queued "
+        "meanwhile wait at most one such call",
+    )
+    drift_window: int = Field(
+        1000, ge=10, description="recent instances per model version that drift is measured on"
+    )
+    feedback: bool = Field(
+        True, description="store predictions for POST /feedback and live accuracy"
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the prediction store (e.g. postgresql+psycopg://...); "
+        "empty = SQLite in <tmp>/keras-serve/predictions.db",
+    )
+    prediction_max_age_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="stored predictions older than this are deleted"
+    )
+    prediction_max_rows: int = Field(
+        1_000_000, ge=1, description="at most this many stored predictions (newest kept)"
+    )
+    feedback_queue: int = Field(
+        10_000,
+        ge=1,
+        description="predictions waiting to be stored; beyond it they are dropped, never delayed",
+    )
+    performance_window: int = Field(
+        10_000, ge=1, description="latest labelled predictions live accuracy is measured on"
+    )
+
+    def database_location(self) -> str:
+        if self.database_url:
+            return self.database_url
+        folder = Path(tempfile.gettempdir()) / "keras-serve"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'predictions.db'}"
 
     @field_validator("api_keys", "payload_log_redact", mode="before")
     @classmethod

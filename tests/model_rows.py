@@ -94,6 +94,16 @@ def as_class_probabilities(raw: np.ndarray, output: str) -> np.ndarray:
     return raw
 
 
+def calibrated(name: str, version: int, probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities as served: with the version's temperature (reference.json), if any."""
+    from app.insight.calibration import apply_temperature
+    from app.insight.reference import read_reference
+
+    reference = read_reference(folder(name, version)) or {}
+    temperature = (reference.get("calibration") or {}).get("temperature", 1.0)
+    return apply_temperature(probabilities, float(temperature))
+
+
 @cache
 def _onnx_session(name: str, version: int) -> Any:
     import onnxruntime as ort
@@ -108,7 +118,7 @@ def onnx_probabilities(name: str, version: int, rows: list[dict[str, Any]]) -> n
     session = _onnx_session(name, version)
     x = encode_rows(pipeline(name, version), rows)
     raw = session.run(None, {session.get_inputs()[0].name: x})[0]
-    return as_class_probabilities(raw, card(name, version).output)
+    return calibrated(name, version, as_class_probabilities(raw, card(name, version).output))
 
 
 def served_probabilities(body: dict[str, Any], classes: list[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ from app.encoding import (
     load_pipeline,
     save_pipeline,
 )
-from app.encoding.tabular import MISSING, OTHER
+from app.encoding.tabular import MISSING, OTHER, normalise
 
 SPECS = (
     FeatureSpec("age", "numeric", minimum=0, maximum=120, integer=True),
@@ -182,3 +182,184 @@ def test_ordinal_values_of_other_types_are_refused_by_name(
     with pytest.raises(EncodingError) as err:
         pipeline.encode_rows([row(band=value)])
     assert err.value.field == "band"
+
+
+# ----------------------------------------------------- forgiving categories
+VOCAB_SPECS = (
+    FeatureSpec("sex", "categorical", min_count=1),
+    FeatureSpec("country", "categorical", min_count=2),
+    FeatureSpec("work", "categorical", min_count=1),
+    FeatureSpec("band", "ordinal", order=("low", "mid-high", "top")),
+)
+VOCAB_TRAIN = {
+    "sex": ["Male", "Female", "Male", "Female"],
+    "country": ["United-States", "United-States", "Holand-Netherlands", "Mexico"],
+    "work": ["Private", "Self-emp-inc", "Private", "State-gov"],
+    "band": ["low", "mid-high", "top", "low"],
+}
+
+
+@pytest.fixture
+def vocab() -> TabularPipeline:
+    return TabularPipeline.fit(VOCAB_TRAIN, VOCAB_SPECS)
+
+
+def vrow(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "sex": "Male",
+        "country": "United-States",
+        "work": "Private",
+        "band": "low",
+    }
+    base.update(changes)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("male", "male"),
+        ("MALE ", "male"),
+        ("  United   States ", "united-states"),
+        ("united_states", "united-states"),
+        ("Self - emp__inc", "self-emp-inc"),
+    ],
+)
+def test_normalise_folds_case_spaces_and_separator_runs(raw: str, expected: str) -> None:
+    assert normalise(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "canonical"),
+    [
+        ({"sex": "male"}, "sex", "Male"),
+        ({"sex": "MALE "}, "sex", "Male"),
+        ({"sex": " Male"}, "sex", "Male"),
+        ({"country": "United States"}, "country", "United-States"),
+        ({"country": "united_states"}, "country", "United-States"),
+        ({"work": "self emp inc"}, "work", "Self-emp-inc"),
+        ({"band": "MID HIGH"}, "band", "mid-high"),
+    ],
+)
+def test_normalised_values_encode_as_their_canonical_value_and_say_so(
+    vocab: TabularPipeline, changes: dict[str, str], field: str, canonical: str
+) -> None:
+    sent = vocab.encode_rows([vrow(**changes)])
+    exact = vocab.encode_rows([vrow(**{field: canonical})])
+    np.testing.assert_array_equal(sent.matrix, exact.matrix)
+    assert sent.canonical == [{field: canonical}]
+    assert sent.unknown == [[]]
+    assert exact.canonical == [{}]  # nothing to report when sent as trained
+
+
+def test_a_rare_training_value_matches_after_normalising_too(vocab: TabularPipeline) -> None:
+    sent = vocab.encode_rows([vrow(country="holand netherlands")])
+    assert sent.canonical == [{"country": "Holand-Netherlands"}]
+    assert sent.unknown == [[]]
+    other = vocab.columns.index(f"country={OTHER}")
+    assert sent.matrix[0, other] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "suggestion"),
+    [
+        ({"work": "Privat"}, "work", "Private"),
+        ({"work": "prvate"}, "work", "Private"),
+        ({"sex": "Femal"}, "sex", "Female"),
+        ({"country": "United-Stats"}, "country", "United-States"),
+        ({"band": "mid-hihg"}, "band", "mid-high"),
+    ],
+)
+def test_near_misses_are_rejected_with_a_suggestion(
+    vocab: TabularPipeline, changes: dict[str, str], field: str, suggestion: str
+) -> None:
+    with pytest.raises(EncodingError) as err:
+        vocab.encode_rows([vrow(), vrow(**changes)])
+    assert err.value.field == field
+    assert err.value.index == 1
+    assert err.value.suggestion == suggestion
+    assert f"did you mean {suggestion!r}?" in err.value.problem
+    assert err.value.at(3).suggestion == suggestion  # relocating keeps the structured data
+
+
+def test_the_problem_text_reads_as_documented(vocab: TabularPipeline) -> None:
+    with pytest.raises(EncodingError) as err:
+        vocab.encode_rows([vrow(work="Privat")])
+    assert err.value.problem == "'Privat' is not a known value; did you mean 'Private'?"
+    assert err.value.allowed is None
+
+
+def test_ordinal_errors_list_the_allowed_levels(vocab: TabularPipeline) -> None:
+    with pytest.raises(EncodingError) as err:
+        vocab.encode_rows([vrow(band="enormous")])
+    assert err.value.allowed == ["low", "mid-high", "top"]
+    assert err.value.suggestion is None
+
+
+def test_unseen_values_far_from_any_known_one_still_use_other(vocab: TabularPipeline) -> None:
+    encoded = vocab.encode_rows([vrow(country="Japan")])
+    assert encoded.unknown == [["country"]]
+    assert encoded.matrix[0, vocab.columns.index(f"country={OTHER}")] == 1.0
+    assert encoded.canonical == [{}]
+
+
+def test_strict_mode_rejects_unseen_values_listing_the_allowed_ones(
+    vocab: TabularPipeline,
+) -> None:
+    with pytest.raises(EncodingError) as err:
+        vocab.encode_rows([vrow(country="Japan")], strict=True)
+    assert err.value.field == "country" and err.value.index == 0
+    assert err.value.allowed == ["Holand-Netherlands", "Mexico", "United-States"]
+    assert "allowed: Holand-Netherlands, Mexico, United-States" in err.value.problem
+    # known values, normalised ones and rare ones still pass in strict mode
+    ok = vocab.encode_rows([vrow(country="united states"), vrow(country="Mexico")], strict=True)
+    assert ok.unknown == [[], []]
+
+
+def test_strict_mode_applies_to_column_input(vocab: TabularPipeline) -> None:
+    columns = {k: [v] for k, v in vrow(sex="Other").items()}
+    assert vocab.encode_columns(columns, 1).unknown == [["sex"]]
+    with pytest.raises(EncodingError) as err:
+        vocab.encode_columns(columns, 1, strict=True)
+    assert err.value.field == "sex" and err.value.allowed == ["Female", "Male"]
+
+
+def test_training_values_that_collide_when_normalised_match_exactly_only() -> None:
+    spec = (FeatureSpec("code", "categorical", min_count=1),)
+    fitted = TabularPipeline.fit({"code": ["A-B", "a b", "C"]}, spec)
+    assert fitted.encode_rows([{"code": "A-B"}]).canonical == [{}]
+    assert fitted.encode_rows([{"code": "a b"}]).unknown == [[]]
+    encoded = fitted.encode_rows([{"code": "A_B"}])  # ambiguous: neither is guessed
+    assert encoded.unknown == [["code"]] and encoded.canonical == [{}]
+    assert not encoded.matrix[0, :3].any()
+
+
+def test_binned_numeric_adds_piecewise_linear_columns() -> None:
+    spec = (FeatureSpec("gain", "numeric", minimum=0, maximum=1e6, bins=4),)
+    x = [0.0] * 80 + [5000.0] * 20 + [9000.0] * 20
+    labels = np.array([0] * 80 + [0] * 20 + [1] * 20)
+    fitted = TabularPipeline.fit({"gain": x}, spec, labels=labels)
+    edges = fitted.features[0]["bin_edges"]
+    assert edges[0] == 0.0 and edges[-1] == 9000.0 and len(edges) >= 3
+    assert fitted.columns[0] == "gain" and fitted.columns[1] == "gain@bin1"
+    low, high = fitted.encode_rows([{"gain": 0}, {"gain": 9000}]).matrix[:, 1:]
+    assert low.tolist() == [0.0] * len(low) and high.tolist() == [1.0] * len(high)
+    again = TabularPipeline.from_json(json.loads(json.dumps(fitted.to_json())))
+    np.testing.assert_array_equal(
+        again.encode_rows([{"gain": 7000}]).matrix, fitted.encode_rows([{"gain": 7000}]).matrix
+    )
+    with pytest.raises(ValueError, match="labels"):
+        TabularPipeline.fit({"gain": x}, spec)
+
+
+def test_piecewise_bins_equal_the_clipped_linear_formula() -> None:
+    """Bin k holds clip((x - e[k-1]) / (e[k] - e[k-1]), 0, 1), below, inside and above."""
+    spec = (FeatureSpec("x", "numeric", minimum=-100, maximum=100, bins=6),)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=600)
+    fitted = TabularPipeline.fit({"x": x.tolist()}, spec, labels=(x > 0.3) ^ (x < -1))
+    edges = np.asarray(fitted.features[0]["bin_edges"])
+    probes = [-50.0, *edges.tolist(), *rng.uniform(-4, 4, 50).tolist(), 50.0]
+    got = fitted.encode_rows([{"x": v} for v in probes]).matrix[:, 1:]
+    expected = np.clip((np.asarray(probes)[:, None] - edges[:-1]) / np.diff(edges), 0, 1)
+    np.testing.assert_allclose(got, expected, atol=1e-6)

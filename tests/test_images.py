@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from app.encoding import EncodingError
-from app.encoding.image import DIGIT_BOX, SIDE, prepare_upload
+from app.encoding.image import DIGIT_BOX, SIDE, prepare_pixels, prepare_upload
 from tests.model_rows import committed, latest
 
 DIGIT_VERSIONS = [v for n, v in committed() if n == "digits"]
@@ -246,3 +246,99 @@ def test_bytes_that_hold_no_digit_are_refused(data: bytes, words: str) -> None:
     with pytest.raises(EncodingError, match=words) as caught:
         prepare_upload(data, LIMIT)
     assert caught.value.field == "file"
+
+
+# ------------------------------------------------- one preparation for pixels
+def small_seven_in_a_corner() -> np.ndarray:
+    """A 7 about 9 px tall in the top-left of a 28x28 white-on-black array."""
+    image = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(image).line([(1, 1), (8, 1), (4, 9)], fill=255, width=2)
+    return np.asarray(image, dtype=np.float32)
+
+
+def test_prepare_pixels_centres_a_small_digit_from_a_corner() -> None:
+    frame = prepare_pixels(small_seven_in_a_corner())
+    assert frame.shape == (SIDE, SIDE) and frame.dtype == np.float32
+    assert frame.min() == 0 and frame.max() == 255
+    assert np.array_equal(frame, np.rint(frame))  # whole intensities, as a PNG would give
+    cy, cx = centre_of_mass(frame.astype(np.float64))
+    assert abs(cy - SIDE / 2) <= 1.0 and abs(cx - SIDE / 2) <= 1.0
+    assert max(ink_box(frame > 64)) == DIGIT_BOX
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        small_seven_in_a_corner(),
+        np.asarray(drawn(seven, 70, 30), dtype=np.float32),  # dark on light, large canvas
+        np.asarray(drawn(three, 5, 5), dtype=np.float32),
+    ],
+)
+def test_pixels_and_the_same_drawing_as_png_give_the_same_input(image: np.ndarray) -> None:
+    as_png = prepare_upload(encoded(Image.fromarray(image.astype(np.uint8)), "PNG"), LIMIT)
+    np.testing.assert_array_equal(prepare_pixels(image), as_png.astype(np.float32))
+
+
+def test_prepare_pixels_accepts_integer_and_float_arrays_alike() -> None:
+    image = small_seven_in_a_corner()
+    np.testing.assert_array_equal(prepare_pixels(image.astype(np.uint8)), prepare_pixels(image))
+
+
+def test_an_mnist_style_digit_comes_back_nearly_unchanged() -> None:
+    """Already prepared input (20x20 box, centred) passes through prepare_pixels intact."""
+    once = prepare_upload(encoded(drawn(four, 50, 20), "PNG"), LIMIT).astype(np.float32)
+    twice = prepare_pixels(once)
+    assert np.abs(twice - once).mean() < 2.0
+
+
+@pytest.mark.parametrize(
+    ("array", "words"),
+    [
+        (np.zeros((2, 28, 28)), "2-D"),
+        (np.zeros((0, 28)), "2-D"),
+        (np.full((28, 28), np.nan), "NaN"),
+        (np.full((28, 28), 300.0), "between 0 and 255"),
+        (np.full((28, 28), -1.0), "between 0 and 255"),
+        (np.array([["a"] * 28] * 28), "numbers"),
+        (np.zeros((28, 28)), "no visible digit"),
+        (np.full((28, 28), 20.0), "no visible digit"),
+    ],
+)
+def test_prepare_pixels_refuses_what_holds_no_digit(array: np.ndarray, words: str) -> None:
+    with pytest.raises(EncodingError, match=words) as caught:
+        prepare_pixels(array)
+    assert caught.value.field == "image"
+
+
+def test_a_lone_speck_is_not_blown_up_into_a_digit() -> None:
+    speck = np.zeros((28, 28))
+    speck[5, 5] = speck[5, 6] = 255
+    with pytest.raises(EncodingError, match="speck"):
+        prepare_pixels(speck)
+    with pytest.raises(EncodingError, match="limit"):
+        prepare_pixels(np.zeros((100, 100)), max_pixels=9_999)
+
+
+def test_mpo_from_a_phone_camera_is_read_by_its_first_frame() -> None:
+    """Pillow reports phone JPEGs with a depth or preview frame as MPO; the photo is frame 0."""
+    photo = drawn(four, 50, 20).convert("RGB")
+    preview = Image.new("RGB", photo.size, (255, 255, 255))  # a blank second frame
+    buffer = io.BytesIO()
+    photo.save(buffer, format="MPO", save_all=True, append_images=[preview])
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as check:
+        assert check.format == "MPO" and check.n_frames == 2
+    frame = prepare_upload(data, LIMIT).astype(int)
+    reference = prepare_upload(encoded(photo, "JPEG"), LIMIT).astype(int)
+    assert np.abs(frame - reference).mean() < 4
+
+
+def test_mpo_upload_is_answered_over_http(client: TestClient) -> None:
+    photo = drawn(seven, 60, 25).convert("RGB")
+    buffer = io.BytesIO()
+    photo.save(buffer, format="MPO", save_all=True, append_images=[photo])
+    response = client.post(
+        "/models/digits/predict/image", files={"file": ("7.jpg", buffer.getvalue())}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["label"] == "7"

@@ -19,6 +19,7 @@ from app.runtimes import open_runtime
 from app.serving.inference import Rows
 from tests.model_rows import (
     as_class_probabilities,
+    calibrated,
     card,
     committed,
     folder,
@@ -92,7 +93,7 @@ def keras_model(name: str, version: int) -> Any:
 
 def keras_probabilities(name: str, version: int, x: np.ndarray) -> np.ndarray:
     raw = np.asarray(keras_model(name, version)(x, training=False))
-    return as_class_probabilities(raw, card(name, version).output)
+    return calibrated(name, version, as_class_probabilities(raw, card(name, version).output))
 
 
 def assert_same_probabilities(actual: np.ndarray, expected: np.ndarray) -> None:

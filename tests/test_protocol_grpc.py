@@ -451,3 +451,23 @@ def test_oip_timeout_parameter_is_checked(
         stub.ModelInfer(request)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "parameters.timeout" in str(caught.value.details())
+
+
+def test_grpc_explanations_come_back_in_the_response_parameters(
+    triton: grpcclient.InferenceServerClient,
+) -> None:
+    import json
+
+    rows = instances("income", 1)[:2]
+    inputs = triton_inputs(triton.get_model_metadata("income", "1"), rows)
+    result = triton.infer("income", inputs, model_version="1", parameters={"explain": True})
+    explained = json.loads(result.get_response().parameters["explanations"].string_param)
+    probabilities = result.as_numpy("probabilities")
+    assert len(explained) == 2
+    for explanation, p in zip(explained, probabilities, strict=True):
+        assert explanation["method"] == "shapley" and explanation["attributions"]["fnlwgt"] == 0
+        assert explanation["value"] == pytest.approx(float(p.max()), abs=1e-6)
+        total = sum(explanation["attributions"].values())
+        assert total == pytest.approx(explanation["value"] - explanation["base"], abs=1e-5)
+    plain = triton.infer("income", inputs, model_version="1")
+    assert "explanations" not in plain.get_response().parameters

@@ -99,3 +99,78 @@ def test_every_recipe_has_a_valid_example() -> None:
             if recipe.features:
                 names = [f.name for f in recipe.features]
                 assert list(recipe.example) == names, recipe.name
+
+
+@pytest.mark.parametrize(("name", "version"), [("income", 1), ("salary", 1), ("digits", 2)])
+def test_training_writes_the_insight_reference(trained: Path, name: str, version: int) -> None:
+    from app.insight.reference import CALIBRATION_PLOT, read_reference
+
+    folder = trained / name / str(version)
+    reference = read_reference(folder)
+    assert reference is not None and (folder / CALIBRATION_PLOT).is_file()
+    assert reference["calibration"]["temperature"] > 0
+    assert ("background" in reference) == (name != "digits")
+    assert ("threshold" in reference) == (name != "digits")
+
+
+def test_existing_versions_are_not_replaced_without_overwrite(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (trained / "income" / "1" / CARD_FILE).read_bytes()
+    code = training_main(["income", "--output-dir", str(trained), "--epochs", "1", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(trained / "income" / "1") in err
+    assert (trained / "income" / "1" / CARD_FILE).read_bytes() == before
+
+
+def test_help_is_plain_text_and_explains_every_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        training_main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and ":func:" not in text
+    for option in ("--data-dir", "--output-dir", "--overwrite", "--epochs", "--seed"):
+        assert option in text
+    assert "models/" in text and "default: 0" in text
+
+
+def test_summary_gives_figures_baseline_target_and_place(trained: Path) -> None:
+    from training.fit import Outcome
+
+    folder = trained / "income" / "1"
+    card = ModelCard.model_validate(json.loads((folder / CARD_FILE).read_text()))
+    text = Outcome(card, folder).summary()
+    assert f"test accuracy {card.metrics['test'].accuracy:.4f}" in text
+    assert f"baseline {card.metrics['baseline'].accuracy:.4f}" in text
+    assert "target accuracy >= 0.86, ROC AUC >= 0.912:" in text
+    assert str(folder) in text
+    assert card.target_met is not None and card.ceiling is not None and card.tuning
+
+
+def test_digits_card_carries_augmentation_and_robustness(trained: Path) -> None:
+    card = ModelCard.model_validate(json.loads((trained / "digits" / "2" / CARD_FILE).read_text()))
+    assert card.augmentation is not None and card.augmentation["rotation_degrees"] > 0
+    assert card.robustness is not None
+    assert {"clean", "rotate +20", "inverted, uploaded", "canvas strokes, uploaded"} <= set(
+        card.robustness
+    )
+    assert all(0 <= v <= 1 for v in card.robustness.values())
+
+
+def test_exported_graph_holds_no_augmentation_and_matches_keras_on_clean_images(
+    trained: Path,
+) -> None:
+    """Augmentation lives in the input pipeline: the served graph is the plain network."""
+    import keras
+    import onnx
+
+    folder = trained / "digits" / "2"
+    ops = {node.op_type for node in onnx.load(str(folder / ONNX_FILE)).graph.node}
+    assert not {o for o in ops if "Random" in o or "Transform" in o or "Dropout" in o}
+    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    assert not any("random" in layer.name for layer in model.layers)
+    clean = np.zeros((16, 28, 28, 1), dtype=np.float32)
+    clean[:, 6:22, 12:16, 0] = 1.0  # an unaugmented "1"
+    np.testing.assert_allclose(onnx_outputs(folder / ONNX_FILE, clean), model(clean), atol=1e-5)

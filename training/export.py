@@ -47,22 +47,37 @@ def check_onnx(model: keras.Model, path: Path, x: np.ndarray) -> float:
     return diff
 
 
-def plot_history(history: dict[str, list[float]], title: str, path: Path) -> None:
+def plot_history(
+    history: dict[str, list[float]], title: str, path: Path, augmented: bool = False
+) -> None:
+    """Loss and accuracy per epoch; readable from a single epoch to a hundred.
+
+    With augmentation the training curve is measured on changed images (and with
+    dropout), so it lies below validation; the legend says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    epochs = range(1, len(history["loss"]) + 1)
+    n = len(history["loss"])
+    epochs = list(range(1, n + 1))
+    marker = "o" if n <= 30 else None  # points stay visible for short runs
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):  # lr may be logged too
-        ax.plot(epochs, history[metric], label="training")
-        ax.plot(epochs, history[f"val_{metric}"], label="validation")
+        train_label = "training (augmented)" if augmented else "training"
+        for key, label in ((metric, train_label), (f"val_{metric}", "validation")):
+            if key in history:
+                ax.plot(epochs, history[key], marker=marker, markersize=4, label=label)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
+        ax.set_xlim(0.5, n + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    axes[1].set_ylim(top=min(1.0, axes[1].get_ylim()[1] + 0.005))
+    fig.suptitle(f"{title} ({n} epoch{'s' if n != 1 else ''})")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -86,7 +101,12 @@ def write_version(
         check_onnx(model, staging / ONNX_FILE, check_rows)
         save_pipeline(pipeline, staging / PIPELINE_FILE)
         write_card(card, staging)
-        plot_history(history, f"{card.name} v{card.version}", staging / HISTORY_PLOT)
+        plot_history(
+            history,
+            f"{card.name} v{card.version}",
+            staging / HISTORY_PLOT,
+            augmented=card.augmentation is not None,
+        )
         if destination.exists():
             shutil.rmtree(destination)
         staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user

@@ -14,9 +14,9 @@ import numpy as np
 
 from app.artifacts import InputField, Metrics, ModelCard
 from app.encoding import ImagePipeline, Pipeline
-from training.evaluate import BASELINE, baseline, class_probabilities, score
+from training.evaluate import BASELINE, CEILING, baseline, class_probabilities, score
 from training.export import write_version
-from training.recipes.base import Recipe, encode
+from training.recipes.base import ImageData, Recipe, encode
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "numpy")
 
@@ -28,11 +28,25 @@ class Outcome:
 
     def summary(self) -> str:
         test = self.card.metrics["test"]
+        base = self.card.metrics["baseline"]
         auc = f", ROC AUC {test.roc_auc:.4f}" if test.roc_auc is not None else ""
-        return (
-            f"{self.card.name} v{self.card.version}: test accuracy {test.accuracy:.4f}{auc}, "
-            f"{self.card.epochs_run} epochs, {self.card.training_seconds:.1f} s"
-        )
+        base_auc = f", ROC AUC {base.roc_auc:.4f}" if base.roc_auc is not None else ""
+        lines = [
+            f"{self.card.name} v{self.card.version}: test accuracy {test.accuracy:.4f}{auc} "
+            f"(baseline {base.accuracy:.4f}{base_auc}); "
+            f"{self.card.epochs_run} epochs, {self.card.training_seconds:.1f} s",
+        ]
+        if self.card.target:
+            verdict = "met" if self.card.target_met else "NOT met"
+            lines.append(f"  target {self.card.target}: {verdict}")
+        if self.card.robustness:
+            worst = min(self.card.robustness, key=lambda k: self.card.robustness[k])  # type: ignore[index]
+            lines.append(
+                f"  robustness: worst {worst} {self.card.robustness[worst]:.4f} "
+                f"over {len(self.card.robustness)} shifts (all in the card)"
+            )
+        lines.append(f"  artifacts: {self.path}")
+        return "\n".join(lines)
 
 
 def input_fields(pipeline: Pipeline) -> list[InputField]:
@@ -122,15 +136,27 @@ def train(
             )
         )
     started = time.perf_counter()
-    history = model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=epochs or recipe.max_epochs,
-        batch_size=recipe.batch_size,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    if recipe.augmentation.active:
+        from training.augment import training_dataset
+
+        history = model.fit(
+            training_dataset(x_train, y_train, recipe.batch_size, seed, recipe.augmentation),
+            steps_per_epoch=-(-len(x_train) // recipe.batch_size),
+            validation_data=(x_val, y_val),
+            epochs=epochs or recipe.max_epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    else:
+        history = model.fit(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            epochs=epochs or recipe.max_epochs,
+            batch_size=recipe.batch_size,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
     seconds = time.perf_counter() - started
 
     def probabilities(x: np.ndarray) -> np.ndarray:
@@ -141,6 +167,20 @@ def train(
         "validation": score(probabilities(x_val), y_val),
         "baseline": baseline(x_train, y_train, x_test, y_test, seed),
     }
+    ceiling = None
+    if recipe.ceiling:
+        from training.evaluate import gradient_boosted
+
+        ceiling = gradient_boosted(x_train, y_train, x_test, y_test, seed)
+    robustness = None
+    if isinstance(pipeline, ImagePipeline):
+        from training.robustness import evaluate
+
+        def labels_of(images: np.ndarray) -> np.ndarray:
+            return probabilities(pipeline.encode(images)).argmax(axis=1)
+
+        assert isinstance(raw.test, ImageData)
+        robustness = evaluate(labels_of, raw.test.images, raw.test.labels, seed)
     card = ModelCard(
         name=recipe.name,
         version=recipe.version,
@@ -160,6 +200,13 @@ def train(
         epochs_run=len(history.history["loss"]),
         training_seconds=round(seconds, 2),
         libraries=library_versions(),
+        target=recipe.target,
+        target_met=recipe.target_met(metrics["test"], robustness),
+        augmentation=recipe.augmentation.describe() if recipe.augmentation.active else None,
+        robustness=robustness,
+        tuning=list(recipe.tuning) or None,
+        ceiling=ceiling,
+        ceiling_method=CEILING if ceiling is not None else None,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     check_rows = x_test[:256]

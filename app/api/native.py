@@ -57,6 +57,11 @@ def plane(request: Request) -> DataPlane:
 
 
 # ------------------------------------------------------------------- decoding
+# request-level options beside "instances" (and as query parameters): the data plane
+# checks them (app/serving/model.py ServedModel.options)
+OPTIONS = ("explain", "threshold")
+
+
 def split_instances(payload: Any) -> tuple[list[Any], bool]:
     """``{"instances": [...]}`` or a single instance object; returns (list, was_single)."""
     if not isinstance(payload, dict):
@@ -68,7 +73,7 @@ def split_instances(payload: Any) -> tuple[list[Any], bool]:
     if "instances" not in payload:
         return [payload], True
     instances = payload["instances"]
-    extra = sorted(set(payload) - {"instances"})
+    extra = sorted(set(payload) - {"instances", *OPTIONS})
     if extra:
         raise ClientError(
             422,
@@ -117,20 +122,40 @@ def respond(response: InferenceResponse) -> FastJSONResponse:
     labels = response.labels()
     rows = response.outputs["probabilities"].tolist()
     unknown = response.unknown_categories
-    return FastJSONResponse(
+    outside = response.out_of_range
+    predictions = [
         {
-            "model": response.model,
-            "version": response.version,
-            "predictions": [
-                {
-                    "label": labels[i],
-                    "probabilities": dict(zip(classes, rows[i], strict=True)),
-                    "unknown_categories": unknown[i],
-                }
-                for i in range(len(rows))
-            ],
+            "label": labels[i],
+            "probabilities": dict(zip(classes, rows[i], strict=True)),
+            "unknown_categories": unknown[i],
+            "out_of_range": outside[i],
         }
+        for i in range(len(rows))
+    ]
+    if response.explanations is not None:
+        for prediction, explanation in zip(predictions, response.explanations, strict=True):
+            prediction["explanation"] = explanation
+    return FastJSONResponse(
+        {"model": response.model, "version": response.version, "predictions": predictions}
     )
+
+
+def options_of(request: Request, payload: Any, single: bool) -> dict[str, Any]:
+    """``explain`` and ``threshold`` from the body (beside ``instances``) or the query
+    string (``?explain=true&threshold=0.3``, which also works for a single instance)."""
+    found: dict[str, Any] = {}
+    query = request.query_params
+    if "explain" in query:
+        text = query["explain"].lower()
+        found["explain"] = {"true": True, "1": True, "false": False, "0": False}.get(text, text)
+    if "threshold" in query:
+        try:
+            found["threshold"] = float(query["threshold"])
+        except ValueError:
+            found["threshold"] = query["threshold"]
+    if not single and isinstance(payload, dict):
+        found.update({k: payload[k] for k in OPTIONS if k in payload})
+    return found
 
 
 def field_of(problem: Problem, single: bool) -> str:
@@ -153,10 +178,17 @@ def render(exc: ServingError, single: bool = True) -> FastJSONResponse:
     return failure(exc, 422, str(exc))
 
 
-async def predict(request: Request, version: int | str | None) -> FastJSONResponse:
-    instances, single = split_instances(await read_json(request))
+async def predict(
+    request: Request, version: int | str | None, explain: bool = False
+) -> FastJSONResponse:
+    payload = await read_json(request)
+    instances, single = split_instances(payload)
+    parameters = options_of(request, payload, single)
+    if explain:
+        parameters["explain"] = True
     infer_request = InferenceRequest(
         Rows(instances),
+        parameters=parameters,
         deadline=deadline_of(request),
         disconnected=request.is_disconnected,
         protocol="native",

@@ -301,6 +301,8 @@ def encode(response: InferenceResponse, binary: dict[str, bool], classes: str) -
     if response.id is not None:
         body["id"] = response.id
     body["outputs"] = outputs
+    if response.explanations is not None:  # asked for with the parameter "explain"
+        body["parameters"] = {"explanations": response.explanations}
     if not blobs:
         return FastJSONResponse(body)
     header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -319,7 +321,7 @@ def classes_parameter(classes: tuple[str, ...]) -> str:
 
 def describe(problem: Problem) -> str:
     """A serving problem in this protocol's words: tensors, and items within them."""
-    if problem.field in ("", "outputs"):
+    if problem.field in ("", "outputs") or problem.field.startswith("parameters."):
         where = problem.field or "inputs"
     else:
         where = f"input {problem.field!r}"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from app.encoding.errors import EncodingError
-from app.encoding.image import ImagePipeline
-from app.encoding.tabular import EncodedBatch, FeatureSpec, TabularPipeline
+from app.encoding.image import ImagePipeline, prepare_pixels, prepare_upload
+from app.encoding.tabular import EncodedBatch, FeatureSpec, TabularPipeline, normalise
 
 Pipeline = TabularPipeline | ImagePipeline
 
@@ -20,7 +20,10 @@ __all__ = [
     "Pipeline",
     "TabularPipeline",
     "load_pipeline",
+    "normalise",
     "pipeline_from_json",
+    "prepare_pixels",
+    "prepare_upload",
     "save_pipeline",
 ]
 

@@ -15,11 +15,27 @@ Design decisions for values the training split did not contain:
   values the unseen category sets no column at all (it contributes nothing).
   Either way the result reports it, so the service can flag it.
 * **unknown ordinal level**: an order cannot place it, so it is rejected.
+
+How a sent string is matched to the training vocabulary (categorical and ordinal):
+
+1. exactly, then after stripping surrounding whitespace (the fast path);
+2. after :func:`normalise`: case folded, surrounding whitespace removed, and every
+   run of spaces, hyphens and underscores made one ``-``; so ``"male"``, ``"MALE "``
+   and ``"Male"`` are one value, and ``"United States"`` is ``"United-States"``. The
+   batch reports the canonical value used where it differs from what was sent.
+   Training values that would collide under normalisation match exactly only;
+3. otherwise, a value close to a known one (difflib ratio >= ``SUGGEST_CUTOFF`` on
+   the normalised forms) is rejected with ``suggestion`` set ("did you mean"), rather
+   than silently landing in "other";
+4. anything else is an unseen category (above), or an error in ``strict`` mode.
 """
 
 from __future__ import annotations
 
+import bisect
+import difflib
 import math
+import re
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +49,25 @@ FeatureType = Literal["numeric", "categorical", "ordinal"]
 MISSING = "__missing__"
 MAX_CATEGORY_LENGTH = 200  # longer strings are no category anyone trained on
 OTHER = "__other__"
+SUGGEST_CUTOFF = 0.8  # "Privat" -> "Private" is 0.92, "Mal" -> "Male" 0.86
+_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def normalise(value: str) -> str:
+    """The documented matching key: case-folded, trimmed, separator runs made one '-'."""
+    return _SEPARATORS.sub("-", value.strip().casefold())
+
+
+def _normalised_index(values: Sequence[str]) -> dict[str, str]:
+    """normalised key -> the one training value it stands for; colliding keys are dropped."""
+    index: dict[str, str] = {}
+    clashes: set[str] = set()
+    for v in values:
+        key = normalise(v)
+        if key in index and index[key] != v:
+            clashes.add(key)
+        index[key] = v
+    return {k: v for k, v in index.items() if k not in clashes}
 
 
 @dataclass(frozen=True)
@@ -55,14 +90,20 @@ class FeatureSpec:
     missing_markers: tuple[str, ...] = ()
     # accepted and validated, but not fed to the network (e.g. a sampling weight)
     ignored: bool = False
+    # numeric: up to this many target-aware bins, fitted by a decision tree on the
+    # training split and fed as piecewise-linear columns beside the scaled value, so a
+    # network sees thresholds (capital gain above ~$7,000) that trees find at once
+    bins: int = 0
 
 
 @dataclass
 class EncodedBatch:
-    """The encoded matrix plus, per row, the fields whose category was unseen."""
+    """The encoded matrix plus, per row, the fields whose category was unseen and the
+    canonical training value used where a sent string matched only after normalising."""
 
     matrix: np.ndarray
     unknown: list[list[str]] = field(default_factory=list)
+    canonical: list[dict[str, str]] = field(default_factory=list)
 
 
 def _is_missing(value: Any, markers: Collection[str]) -> bool:
@@ -92,9 +133,15 @@ class TabularPipeline:
     # ---------------------------------------------------------------- fitting
     @classmethod
     def fit(
-        cls, columns: Mapping[str, Sequence[Any]], specs: Sequence[FeatureSpec]
+        cls,
+        columns: Mapping[str, Sequence[Any]],
+        specs: Sequence[FeatureSpec],
+        labels: np.ndarray | None = None,
     ) -> TabularPipeline:
-        """Learn vocabularies and scaling from the *training split only*."""
+        """Learn vocabularies and scaling from the *training split only*.
+
+        ``labels`` (the training split's) are needed only by features with ``bins``.
+        """
         features: list[dict[str, Any]] = []
         for spec in specs:
             if spec.ignored and spec.type != "numeric":
@@ -124,6 +171,13 @@ class TabularPipeline:
                     seen_min=float(raw.min()),
                     seen_max=float(raw.max()),
                 )
+                if spec.bins:
+                    if labels is None:
+                        raise ValueError(f"{spec.name}: binning needs the training labels")
+                    mask = [not _is_missing(v, spec.missing_markers) for v in values]
+                    base["bin_edges"] = _bin_edges(
+                        transformed, np.asarray(labels)[np.asarray(mask)], spec.bins
+                    )
             elif spec.type == "categorical":
                 counts = Counter(str(v).strip() for v in present)
                 vocabulary = sorted(v for v, n in counts.items() if n >= spec.min_count)
@@ -166,6 +220,8 @@ class TabularPipeline:
                 continue
             if f["type"] in ("numeric", "ordinal"):
                 names.append(n)
+                edges = f.get("bin_edges") or []
+                names.extend(f"{n}@bin{k}" for k in range(1, len(edges)))
             else:
                 names.extend(f"{n}={v}" for v in f["vocabulary"])
                 if f["unknown"] == "other":
@@ -183,21 +239,31 @@ class TabularPipeline:
         return len(self.columns)
 
     # --------------------------------------------------------------- encoding
-    def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> EncodedBatch:
-        """Encode records given as mappings from feature name to raw value (absent = missing)."""
+    def encode_rows(
+        self, rows: Sequence[Mapping[str, Any]], *, strict: bool = False
+    ) -> EncodedBatch:
+        """Encode records given as mappings from feature name to raw value (absent = missing).
+
+        ``strict`` rejects unseen categories (EncodingError listing ``allowed``) instead
+        of encoding them as "other".
+        """
         n = len(rows)
         out = np.zeros((n, self.width), dtype=np.float32)
         unknown: list[list[str]] = [[] for _ in range(n)]
+        canonical: list[dict[str, str]] = [{} for _ in range(n)]
         plans = self._plan
         for i, row in enumerate(rows):
             for plan in plans:
-                plan.encode(row.get(plan.name), i, out, unknown)
-        return EncodedBatch(out, unknown)
+                plan.encode(row.get(plan.name), i, out, unknown, canonical, strict)
+        return EncodedBatch(out, unknown, canonical)
 
-    def encode_columns(self, columns: Mapping[str, Sequence[Any]], n: int) -> EncodedBatch:
+    def encode_columns(
+        self, columns: Mapping[str, Sequence[Any]], n: int, *, strict: bool = False
+    ) -> EncodedBatch:
         """Encode column-wise input; raises EncodingError naming the bad field."""
         out = np.zeros((n, self.width), dtype=np.float32)
         unknown: list[list[str]] = [[] for _ in range(n)]
+        canonical: list[dict[str, str]] = [{} for _ in range(n)]
         for plan in self._plan:
             values = columns.get(plan.name)
             if values is None:
@@ -205,8 +271,21 @@ class TabularPipeline:
             if len(values) != n:
                 raise EncodingError(plan.name, f"has {len(values)} values, expected {n}")
             for i, value in enumerate(values):
-                plan.encode(value, i, out, unknown)
-        return EncodedBatch(out, unknown)
+                plan.encode(value, i, out, unknown, canonical, strict)
+        return EncodedBatch(out, unknown, canonical)
+
+
+def _bin_edges(x: np.ndarray, y: np.ndarray, bins: int) -> list[float]:
+    """Sorted edges ``[min, t1, ..., max]`` from a shallow tree's split thresholds."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    tree = DecisionTreeClassifier(
+        max_leaf_nodes=bins, min_samples_leaf=max(20, len(x) // 200), random_state=0
+    )
+    tree.fit(x.reshape(-1, 1), y)
+    inner = tree.tree_.threshold[tree.tree_.feature >= 0]
+    # rounded before deduplicating: two edges never coincide, so no bin has zero width
+    return sorted({round(float(e), 6) for e in (x.min(), x.max(), *inner)})
 
 
 class _FeaturePlan:
@@ -214,6 +293,9 @@ class _FeaturePlan:
 
     __slots__ = (
         "allow_missing",
+        "allowed",
+        "by_norm",
+        "edges",
         "ignored",
         "integer",
         "kind",
@@ -228,6 +310,7 @@ class _FeaturePlan:
         "order",
         "other_col",
         "rare",
+        "rare_by_norm",
         "slots",
         "std",
         "width",
@@ -244,6 +327,10 @@ class _FeaturePlan:
         self.order: list[str] = []
         self.rare: frozenset[str] = frozenset()
         self.other_col = -1
+        # normalised key -> training value: built once here, so a miss costs one lookup
+        self.by_norm: dict[str, str] = {}
+        self.rare_by_norm: dict[str, str] = {}
+        self.allowed: list[str] = []
         width = 1
         if self.kind == "categorical":
             self.slots = {v: offset + i for i, v in enumerate(f["vocabulary"])}
@@ -252,9 +339,16 @@ class _FeaturePlan:
             if f["unknown"] == "other":
                 self.other_col = offset + width
                 width += 1
+            known = [*f["vocabulary"], *f["rare"]]
+            norm = _normalised_index(known)
+            self.by_norm = {k: v for k, v in norm.items() if v in self.slots}
+            self.rare_by_norm = {k: v for k, v in norm.items() if v in self.rare}
+            self.allowed = sorted(known)
         elif self.kind == "ordinal":
             self.order = list(f["order"])
             self.slots = {v: i for i, v in enumerate(self.order)}
+            self.by_norm = _normalised_index(self.order)
+            self.allowed = self.order
         else:
             self.integer: bool = f["integer"]
             self.minimum: float | None = f.get("minimum")
@@ -262,6 +356,8 @@ class _FeaturePlan:
             self.log1p = f["transform"] == "log1p"
             self.mean: float = f["mean"]
             self.std: float = f["std"]
+            self.edges: list[float] = list(f.get("bin_edges") or [])
+            width += max(len(self.edges) - 1, 0)
         if self.ignored:
             width = 0
         elif self.allow_missing:
@@ -269,7 +365,15 @@ class _FeaturePlan:
         self.width = width
         self.missing_col = offset + width - 1
 
-    def encode(self, value: Any, i: int, out: np.ndarray, unknown: list[list[str]]) -> None:
+    def encode(
+        self,
+        value: Any,
+        i: int,
+        out: np.ndarray,
+        unknown: list[list[str]],
+        canonical: list[dict[str, str]],
+        strict: bool = False,
+    ) -> None:
         """Write one raw value into row ``i`` of ``out``; raises EncodingError."""
         kind = self.kind
         if _is_missing(value, self.markers):
@@ -281,13 +385,30 @@ class _FeaturePlan:
             scaled = self.scale(value, i)
             if not self.ignored:
                 out[i, self.offset] = scaled
+                if self.edges:
+                    self.piecewise(value, i, out)
         elif kind == "ordinal":
-            slot = self.slots.get(value.strip()) if isinstance(value, str) else None
-            if slot is None:
+            level: str | None = None
+            if isinstance(value, str):
+                if value in self.slots:  # the fast path: sent exactly as trained
+                    level = value
+                elif value.strip() in self.slots:
+                    level = value.strip()
+                elif len(value) <= MAX_CATEGORY_LENGTH:
+                    level = self.by_norm.get(normalise(value))
+                if level is not None and level != value:
+                    canonical[i][self.name] = level
+            if level is None:
+                suggestion = self.suggest(value) if isinstance(value, str) else None
+                hint = f"; did you mean {suggestion!r}?" if suggestion else ""
                 raise EncodingError(
-                    self.name, f"{value!r} is not one of the allowed values {self.order}", i
+                    self.name,
+                    f"{value!r} is not one of the allowed values {self.order}{hint}",
+                    i,
+                    suggestion=suggestion,
+                    allowed=list(self.order),
                 )
-            out[i, self.offset] = slot / max(len(self.order) - 1, 1)
+            out[i, self.offset] = self.slots[level] / max(len(self.order) - 1, 1)
         else:
             if value.__class__ is not str:
                 raise EncodingError(self.name, f"must be a string, got {type(value).__name__}", i)
@@ -295,15 +416,70 @@ class _FeaturePlan:
                 raise EncodingError(
                     self.name, f"must be at most {MAX_CATEGORY_LENGTH} characters long", i
                 )
-            key = value.strip()
-            col = self.slots.get(key)
-            if col is not None:
+            col = self.slots.get(value)
+            if col is not None:  # the fast path: sent exactly as trained
                 out[i, col] = 1.0
                 return
-            if key not in self.rare:
-                unknown[i].append(self.name)
+            key = value.strip()
+            known = key if (key in self.slots or key in self.rare) else None
+            if known is None:
+                norm = normalise(value)
+                known = self.by_norm.get(norm) or self.rare_by_norm.get(norm)
+            if known is not None:
+                if known != value:
+                    canonical[i][self.name] = known
+                col = self.slots.get(known)
+                if col is not None:
+                    out[i, col] = 1.0
+                elif self.other_col >= 0:  # a rare training value: the column it trained
+                    out[i, self.other_col] = 1.0
+                return
+            suggestion = self.suggest(value)
+            if suggestion is not None:
+                raise EncodingError(
+                    self.name,
+                    f"{value!r} is not a known value; did you mean {suggestion!r}?",
+                    i,
+                    suggestion=suggestion,
+                    allowed=self.allowed if strict else None,
+                )
+            if strict:
+                raise EncodingError(
+                    self.name,
+                    f"{value!r} is not a known value; allowed: {', '.join(self.allowed)}",
+                    i,
+                    allowed=self.allowed,
+                )
+            unknown[i].append(self.name)
             if self.other_col >= 0:
                 out[i, self.other_col] = 1.0
+
+    def suggest(self, value: str) -> str | None:
+        """The known value a near miss most likely meant; only computed on a miss."""
+        keys = [*self.by_norm, *self.rare_by_norm]
+        close = difflib.get_close_matches(normalise(value), keys, n=1, cutoff=SUGGEST_CUTOFF)
+        if not close:
+            return None
+        return self.by_norm.get(close[0]) or self.rare_by_norm[close[0]]
+
+    def piecewise(self, value: Any, i: int, out: np.ndarray) -> None:
+        """Piecewise-linear bin columns: 1 for bins below the value, 0 above, a fraction in it.
+
+        Bin k spans ``edges[k-1]..edges[k]``; one bisection finds the partial bin, so a row
+        costs two writes however many bins there are (this is on the request path).
+        """
+        x = float(value)
+        if self.log1p:
+            x = math.log1p(x)
+        edges = self.edges
+        j = bisect.bisect_right(edges, x)  # edges[:j] <= x < edges[j:]
+        last = len(edges) - 1
+        full = min(j - 1, last)
+        if full > 0:
+            out[i, self.offset + 1 : self.offset + 1 + full] = 1.0
+        if 1 <= j <= last:
+            lo, hi = edges[j - 1], edges[j]
+            out[i, self.offset + j] = (x - lo) / (hi - lo)
 
     def scale(self, value: Any, index: int) -> float:
         name = self.name

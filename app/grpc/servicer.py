@@ -323,6 +323,9 @@ def encode_response(response: Any, as_raw: bool, classes: str) -> service_pb2.Mo
             output.contents.bytes_contents.extend(str(v).encode() for v in array.ravel().tolist())
         else:
             getattr(output.contents, CONTENTS[datatype]).extend(array.ravel().tolist())
+    if response.explanations is not None:  # asked for with the parameter "explain"
+        explained = json.dumps(response.explanations, separators=(",", ":"))
+        message.parameters["explanations"].string_param = explained
     return message
 
 

@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SUPERVISOR_ENV = "KERAS_SERVE_SUPERVISOR_PID"  # set by python -m app for its workers
@@ -60,6 +61,7 @@ class Metrics:
     def __init__(self) -> None:
         self.multiprocess = multiprocess_dir() is not None
         r = self.registry = CollectorRegistry()
+        self._extra: list[Collector] = []
         self.requests = Counter(
             "keras_serve_requests",
             "HTTP requests by model, version, protocol and status code",
@@ -152,6 +154,12 @@ class Metrics:
         for stop in self._samplers:
             stop.set()
 
+    def add_collector(self, collector: Collector) -> None:
+        """A collector computed at scrape time in this process (model insight): with
+        several workers it reports what the worker answering the scrape holds."""
+        self.registry.register(collector)
+        self._extra.append(collector)
+
     def exposition(self) -> bytes:
         """The text format: this process's registry, or the sum over workers."""
         directory = multiprocess_dir()
@@ -160,6 +168,8 @@ class Metrics:
         combined = CollectorRegistry()
         MultiProcessCollector(combined, path=str(directory))  # type: ignore[no-untyped-call]
         combined.register(WorkerProcesses(directory))
+        for extra in self._extra:
+            combined.register(extra)
         return generate_latest(combined)
 
 

@@ -23,18 +23,30 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
+from app.encoding import EncodedBatch
+from app.insight.collector import InsightCollector
+from app.insight.drift import DriftWindow
+from app.insight.drift import report as drift_report
+from app.insight.explain import OcclusionPlan, TabularPlan
+from app.insight.feedback import FeedbackStore, Label, Record, roc_auc
 from app.observability import tracing
-from app.observability.context import note_model
+from app.observability.context import note_model, request_id
 from app.observability.metrics import Metrics
 from app.observability.payloads import PayloadLogger
 from app.serving import admission
 from app.serving.admission import Admission
 from app.serving.batching import Batcher
-from app.serving.errors import DeadlineExceeded, ModelNotFound, Overloaded, ServingError
+from app.serving.errors import (
+    DeadlineExceeded,
+    FeedbackDisabled,
+    ModelNotFound,
+    Overloaded,
+    ServingError,
+)
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
 from app.serving.model import ServedModel
 from app.serving.repository import ModelRepository, VersionRef, VersionState
@@ -56,6 +68,7 @@ class Lane:
     model: ServedModel
     run: Runner
     batcher: Batcher | None
+    window: DriftWindow  # the version's recent traffic, for drift (app/insight/drift.py)
 
 
 class DataPlane:
@@ -88,7 +101,16 @@ class DataPlane:
                 on_drop=dropped.inc,
             )
         self.statistics = Statistics()  # per version, in Triton's shape (OIP extension)
+        self.feedback: FeedbackStore | None = None
+        if settings.feedback:
+            self.feedback = FeedbackStore(
+                settings.database_location(),
+                settings.prediction_max_age_s,
+                settings.prediction_max_rows,
+                settings.feedback_queue,
+            )
         repository.listeners.append(self._forget)
+        self.metrics.add_collector(InsightCollector(self))
         self.metrics.track_queue(self.queue_depth)
 
     # ----------------------------------------------------------------- lookup
@@ -130,6 +152,9 @@ class DataPlane:
         model = self.route(name, version)  # the canary split happens here, once
         outputs = model.select_outputs(request.outputs)
         inputs = request.inputs
+        explain, threshold = model.options(
+            request.parameters, len(inputs), self.settings.max_explain_instances
+        )
         if isinstance(inputs, ImageFile) and not model.is_image:
             raise ModelNotFound(name, version, "does not offer image uploads")
         entered = not admission.holding.get()
@@ -149,7 +174,16 @@ class DataPlane:
             probabilities = await self.run(
                 model, encoded.matrix, request.deadline, request.disconnected, timing
             )
-            response = model.respond(probabilities, encoded, outputs, request.id)
+            decided = model.decide(probabilities, threshold)
+            explanations = None
+            if explain:
+                explanations = await self.explain(
+                    model, encoded.matrix, decided, request.deadline, request.disconnected
+                )
+            response = model.respond(
+                probabilities, encoded, outputs, request.id, decided, explanations
+            )
+            self._observe(model, encoded, probabilities, decided, request.id)
         except BaseException:  # invalid input, dropped, a runtime fault, or the caller left
             stats.failed(started, time.perf_counter_ns())
             raise
@@ -170,6 +204,144 @@ class DataPlane:
                 ],
             )
         return response
+
+    # ---------------------------------------------------------------- insight
+    def _observe(
+        self,
+        model: ServedModel,
+        encoded: EncodedBatch,
+        probabilities: np.ndarray,
+        decided: np.ndarray,
+        given_id: str | None,
+    ) -> None:
+        """Record an answer for drift and live accuracy: appends to bounded buffers only."""
+        if model.insight.layout is not None:
+            self._lane(model).window.observe(encoded.matrix, encoded.unknown)
+        rid = given_id or request_id()
+        if self.feedback is not None and rid != "-":
+            binary = len(model.classes) == 2
+            self.feedback.record(
+                Record(
+                    rid,
+                    model.name,
+                    model.version,
+                    [model.classes[i] for i in decided.tolist()],
+                    probabilities[:, 1].tolist() if binary else None,
+                    time.time(),
+                )
+            )
+
+    async def explain(
+        self,
+        model: ServedModel,
+        x: np.ndarray,
+        targets: np.ndarray,
+        deadline: float | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per instance of encoded ``x``, why the model chose ``targets`` (class indices).
+
+        The coalition (or occlusion) rows go through the version's batcher in chunks,
+        so explanations queue behind predictions and never hold the runtime long.
+        """
+        insight = model.insight
+        explainer = insight.tabular or insight.image
+        if explainer is None:  # pragma: no cover - every pipeline kind has one
+            raise ModelNotFound(model.name, model.version, "cannot explain its predictions")
+        plans: list[TabularPlan | OcclusionPlan] = [
+            await self.offload(explainer.plan, row) for row in x
+        ]
+        rows = np.concatenate([p.rows for p in plans])
+        chunk = self.settings.explain_chunk_rows
+        parts = [
+            await self.run(model, rows[i : i + chunk], deadline, disconnected)
+            for i in range(0, len(rows), chunk)
+        ]
+        out = np.concatenate(parts)
+        results: list[dict[str, Any]] = []
+        start = 0
+        for plan, target in zip(plans, targets.tolist(), strict=True):
+            probabilities = out[start : start + len(plan.rows)]
+            start += len(plan.rows)
+            label = model.classes[target]
+            if insight.tabular is not None and isinstance(plan, TabularPlan):
+                e = insight.tabular.combine(plan, probabilities, target)
+                results.append(
+                    {
+                        "method": "shapley",
+                        "class": label,
+                        "value": e.value,
+                        "base": e.base,
+                        "attributions": e.attributions,
+                    }
+                )
+            elif insight.image is not None and isinstance(plan, OcclusionPlan):
+                saliency = insight.image.combine(plan, probabilities, target)
+                results.append(
+                    {
+                        "method": "occlusion",
+                        "class": label,
+                        "value": float(probabilities[0, target]),
+                        "saliency": np.round(saliency, 6).tolist(),
+                    }
+                )
+        return results
+
+    def drift(self, model: ServedModel) -> dict[str, Any]:
+        """The drift report of a version's recent traffic (computed now, on read)."""
+        profile = model.insight.drift_profile
+        layout = model.insight.layout
+        if layout is None:
+            raise ModelNotFound(model.name, model.version, "takes images: drift is for tabular")
+        if profile is None:
+            raise ModelNotFound(
+                model.name, model.version, "has no reference.json (python -m training.reference)"
+            )
+        return drift_report(layout, profile, self._lane(model).window)
+
+    async def label(self, items: list[Label]) -> int:
+        """Join true labels with stored predictions (on a worker thread: it is SQL)."""
+        store = self._store()
+
+        def classes_of(name: str, version: int) -> list[str] | None:
+            state = self.repository.versions(name).get(version)
+            return list(state.model.classes) if state and state.model else None
+
+        return await self.offload(store.label, items, classes_of)
+
+    def performance(self, model: ServedModel) -> dict[str, Any]:
+        """Live accuracy (and ROC AUC, binary) from feedback, beside the card's test figures."""
+        store = self._store()
+        store.flush(1.0)  # answers of the last moment count too
+        found = store.performance(model.name, model.version, self.settings.performance_window)
+        scores, truths = found.pop("scores", None), found.pop("truths", None)
+        auc = None
+        if scores is not None and truths is not None and len(model.classes) == 2:
+            positive = np.array([t == model.classes[1] for t in truths])
+            auc = roc_auc(np.asarray(scores), positive)
+        accuracy = found.pop("accuracy")
+        live: dict[str, Any] = {"accuracy": accuracy, "roc_auc": auc}
+        test = model.card.metrics.get("test")
+        card: dict[str, Any] = {}
+        if test is not None:
+            card = {"accuracy": test.accuracy, "roc_auc": test.roc_auc, "rows": test.rows}
+            if accuracy is not None:
+                n = found["labelled"]
+                live["accuracy_change"] = accuracy - test.accuracy
+                # one binomial standard error of the live figure, to judge the change by
+                live["accuracy_standard_error"] = float(np.sqrt(accuracy * (1 - accuracy) / n))
+        # the same keys whatever the state: optional figures are null inside "live"
+        return {
+            **found,
+            "window": self.settings.performance_window,
+            "live": live,
+            "card_test": card,
+        }
+
+    def _store(self) -> FeedbackStore:
+        if self.feedback is None:
+            raise FeedbackDisabled("feedback is turned off on this server (FEEDBACK=false)")
+        return self.feedback
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run slow request preparation (decoding, encoding) on the preparation pool."""
@@ -259,7 +431,7 @@ class DataPlane:
                 on_drop=dropped,
                 name=f"{model.name} v{model.version}",
             )
-        return Lane(model, timed, batcher)
+        return Lane(model, timed, batcher, DriftWindow(self.settings.drift_window))
 
     def queue_depth(self) -> int:
         return sum(lane.batcher.queue_depth for lane in self._lanes.values() if lane.batcher)
@@ -277,6 +449,8 @@ class DataPlane:
     def close(self) -> None:
         if self.payloads is not None:
             self.payloads.close()
+        if self.feedback is not None:
+            self.feedback.close()
         self.parser.shutdown(wait=True, cancel_futures=True)
         self.preparer.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=False)

@@ -73,6 +73,10 @@ class DeadlineExceeded(ServingError):
     """The request's own deadline passed before the model ran: the work was dropped."""
 
 
+class FeedbackDisabled(ServingError, LookupError):
+    """The server keeps no predictions (``FEEDBACK=false``): nothing to join labels with."""
+
+
 def closest(word: str, candidates: Iterable[str]) -> str | None:
     """The known word a typo most likely meant, or None when nothing is close."""
     found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)

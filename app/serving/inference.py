@@ -102,6 +102,10 @@ class InferenceResponse:
     outputs: dict[str, np.ndarray]  # only the requested ones, in request order
     unknown_categories: list[list[str]]
     id: str | None = None
+    # per instance, the numeric fields outside the range training saw
+    out_of_range: list[list[str]] = field(default_factory=list)
+    # per instance, when the request asked for explanations (app/insight/explain.py)
+    explanations: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         """The number of instances answered."""

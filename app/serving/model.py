@@ -26,6 +26,8 @@ from app.encoding import (
     load_pipeline,
 )
 from app.encoding.image import prepare_upload
+from app.insight.calibration import apply_temperature
+from app.insight.reference import ReferenceError, build_insight, read_reference
 from app.runtimes import InferenceRuntime, RuntimeLoadError, open_runtime
 from app.serving.errors import InvalidInput, Problem, closest
 from app.serving.inference import (
@@ -116,6 +118,10 @@ class ServedModel:
         )
         self._class_array = np.asarray(card.classes, dtype=object)
         self.load_seconds = 0.0
+        try:  # explanations, drift profile, calibration: reference.json, when present
+            self.insight = build_insight(pipeline, read_reference(path), card.example)
+        except ReferenceError as exc:
+            raise ArtifactError(str(exc)) from None
 
     # ------------------------------------------------------------------ load
     @classmethod
@@ -305,8 +311,46 @@ class ServedModel:
             return raw.reshape(len(x), -1)
         if self.card.output == "sigmoid":
             positive = raw.reshape(-1, 1)
-            return np.hstack([1.0 - positive, positive])
-        return raw
+            raw = np.hstack([1.0 - positive, positive])
+        # temperature scaling fitted on validation (reference.json): here, after every
+        # runtime, so ONNX Runtime, TensorFlow and Keras serve the same probabilities
+        return apply_temperature(raw, self.insight.temperature)
+
+    # --------------------------------------------------------------- options
+    def options(
+        self, parameters: Mapping[str, Any], instances: int, max_explained: int
+    ) -> tuple[bool, float | None]:
+        """The per-request insight options ``explain`` and ``threshold``, checked."""
+        problems = []
+        explain = parameters.get("explain", False)
+        if not isinstance(explain, bool):
+            problems.append(Problem("parameters.explain", "must be true or false"))
+        elif explain and instances > max_explained:
+            problem = f"at most {max_explained} instances per explained request, got {instances}"
+            problems.append(Problem("parameters.explain", problem))
+        threshold = parameters.get("threshold")
+        if threshold is not None:
+            if len(self.classes) != 2:
+                problem = "applies to binary models only; this one has classes " + ", ".join(
+                    self.classes
+                )
+                problems.append(Problem("parameters.threshold", problem))
+            elif (
+                isinstance(threshold, bool)
+                or not isinstance(threshold, (int, float))
+                or not 0.0 <= float(threshold) <= 1.0
+            ):
+                problems.append(Problem("parameters.threshold", "must be a number from 0 to 1"))
+        if problems:
+            raise InvalidInput(problems)
+        return explain, None if threshold is None else float(threshold)
+
+    def decide(self, probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
+        """Class index per row: the arg-max, or for a binary model with a threshold,
+        positive when its probability is at least the threshold."""
+        if threshold is None:
+            return probabilities.argmax(axis=1)
+        return (probabilities[:, 1] >= threshold).astype(np.int64)
 
     # ----------------------------------------------------------- postprocess
     def select_outputs(self, requested: Sequence[str] | None) -> list[str]:
@@ -332,6 +376,8 @@ class ServedModel:
         encoded: EncodedBatch,
         outputs: Sequence[str],
         request_id: str | None = None,
+        decided: np.ndarray | None = None,
+        explanations: list[dict[str, Any]] | None = None,
     ) -> InferenceResponse:
         probabilities = probabilities.astype(np.float32, copy=False)
         named: dict[str, np.ndarray] = {}
@@ -339,11 +385,21 @@ class ServedModel:
             if name == PROBABILITIES:
                 named[name] = probabilities
             elif name == LABEL:
-                named[name] = self._class_array[probabilities.argmax(axis=1)]
+                chosen = probabilities.argmax(axis=1) if decided is None else decided
+                named[name] = self._class_array[chosen]
             elif name == PREDICTION:
                 named[name] = probabilities[:, 0]
+        layout = self.insight.layout
+        outside = layout.out_of_range(encoded.matrix) if layout is not None else []
         return InferenceResponse(
-            self.name, self.version, self.signature.classes, named, encoded.unknown, request_id
+            self.name,
+            self.version,
+            self.signature.classes,
+            named,
+            encoded.unknown,
+            request_id,
+            out_of_range=outside or [[] for _ in encoded.unknown],
+            explanations=explanations,
         )
 
     def close(self) -> None:

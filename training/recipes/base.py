@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from app.artifacts import DataFile
+from app.artifacts import DataFile, Metrics
 from app.encoding import FeatureSpec, ImagePipeline, Pipeline, TabularPipeline
+from training.augment import NONE, Augmentation
 from training.datasets import sha256_of
 from training.loaders import TabularData
 
@@ -68,6 +69,39 @@ class Recipe:
     learning_rate: float = 1e-3
     # when set, the learning rate drops 3x after this many epochs without a better val_loss
     reduce_lr_patience: int | None = None
+    # image recipes: changes drawn afresh for every training batch (never at inference)
+    augmentation: Augmentation = NONE
+    # what was tried on the validation split before settling on this recipe
+    tuning: tuple[dict[str, Any], ...] = ()
+    # what the test split must show: accuracy, ROC AUC, and the worst robustness shift
+    target_accuracy: float | None = None
+    target_roc_auc: float | None = None
+    target_robustness: float | None = None
+    # also score gradient-boosted trees on the same features: what the inputs allow
+    ceiling: bool = False
+
+    @property
+    def target(self) -> str | None:
+        parts = []
+        if self.target_accuracy is not None:
+            parts.append(f"accuracy >= {self.target_accuracy}")
+        if self.target_roc_auc is not None:
+            parts.append(f"ROC AUC >= {self.target_roc_auc}")
+        if self.target_robustness is not None:
+            parts.append(f"every robustness shift >= {self.target_robustness}")
+        return ", ".join(parts) or None
+
+    def target_met(self, test: Metrics, robustness: dict[str, float] | None) -> bool | None:
+        if self.target is None:
+            return None
+        ok = self.target_accuracy is None or (
+            test.accuracy is not None and test.accuracy >= self.target_accuracy
+        )
+        if self.target_roc_auc is not None:
+            ok = ok and test.roc_auc is not None and test.roc_auc >= self.target_roc_auc
+        if self.target_robustness is not None:
+            ok = ok and bool(robustness) and min(robustness.values()) >= self.target_robustness  # type: ignore[union-attr]
+        return ok
 
     @property
     def output(self) -> str:
@@ -76,7 +110,8 @@ class Recipe:
     def fit_pipeline(self, train: RawData) -> Pipeline:
         """Learn the encoding from the training split alone."""
         if isinstance(train, TabularData):
-            return TabularPipeline.fit(train.columns(), self.features)
+            # labels serve only features with target-aware bins
+            return TabularPipeline.fit(train.columns(), self.features, labels=train.labels)
         return ImagePipeline(28, 28, 255.0, list(self.image_input_shape))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,14 @@ FEATURES = (
     FeatureSpec("native_country", "categorical", "Country of origin", missing_markers=("?",)),
 )
 
+BINNED = ("age", "education_num", "capital_gain", "capital_loss", "hours_per_week")
+
+
+def with_bins(features: tuple[FeatureSpec, ...], bins: int = 16) -> tuple[FeatureSpec, ...]:
+    """The features with target-aware piecewise-linear bins on the used numeric fields."""
+    return tuple(replace(f, bins=bins) if f.name in BINNED else f for f in features)
+
+
 EXAMPLE = {
     "age": 45,
     "workclass": "Private",
@@ -105,14 +114,70 @@ def build(input_shape: tuple[int, ...]) -> keras.Model:
     return keras.Sequential(
         [
             keras.Input(shape=input_shape, name="features"),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.5),
             keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dropout(0.3),
+            keras.layers.Dropout(0.5),
             keras.layers.Dense(1, activation="sigmoid"),
         ],
         name="income",
     )
+
+
+# ``python -m training.search_income``, seed 0, validation split only (15% of adult.data).
+# The bins carry the gain: trees find capital-gain and age thresholds at once, a one-column
+# scaled input makes the network approximate them. Five seeds averaged gain 0.0002 in
+# validation loss over one network: not worth five times the serving cost.
+TUNING: tuple[dict[str, object], ...] = (
+    {
+        "candidate": "64-32 d0.3 (v1 as shipped)",
+        "validation_loss": 0.3183,
+        "validation_accuracy": 0.8518,
+        "validation_roc_auc": 0.9073,
+    },
+    {
+        "candidate": "128-64 d0.3",
+        "validation_loss": 0.3225,
+        "validation_accuracy": 0.8532,
+        "validation_roc_auc": 0.9056,
+    },
+    {
+        "candidate": "128-64 d0.5",
+        "validation_loss": 0.3216,
+        "validation_accuracy": 0.8528,
+        "validation_roc_auc": 0.9057,
+    },
+    {
+        "candidate": "256-128-64 d0.5",
+        "validation_loss": 0.3231,
+        "validation_accuracy": 0.8514,
+        "validation_roc_auc": 0.9058,
+    },
+    {
+        "candidate": "64-32 d0.3 + bins",
+        "validation_loss": 0.2999,
+        "validation_accuracy": 0.8612,
+        "validation_roc_auc": 0.9163,
+    },
+    {
+        "candidate": "128-64 d0.5 + bins (chosen)",
+        "validation_loss": 0.2978,
+        "validation_accuracy": 0.8645,
+        "validation_roc_auc": 0.9183,
+    },
+    {
+        "candidate": "256-128-64 d0.5 + bins",
+        "validation_loss": 0.3005,
+        "validation_accuracy": 0.8653,
+        "validation_roc_auc": 0.9167,
+    },
+    {
+        "candidate": "128-64 d0.5 + bins, 5-seed average",
+        "validation_loss": 0.2976,
+        "validation_accuracy": 0.8635,
+        "validation_roc_auc": 0.9182,
+    },
+)
 
 
 RECIPE = Recipe(
@@ -122,12 +187,17 @@ RECIPE = Recipe(
     description="Predicts whether a person's yearly income exceeds $50K (UCI Adult, 1994 "
     "US census). Missing values may be sent as null or '?'.",
     classes=("<=50K", ">50K"),
-    architecture="one-hot + scaling -> Dense(64, relu) -> Dropout(0.3) -> Dense(32, relu) "
-    "-> Dropout(0.3) -> Dense(1, sigmoid)",
+    architecture="one-hot + scaling + 16 target-aware piecewise-linear bins on age, "
+    "education_num, capital gain/loss (log1p) and hours -> Dense(128, relu) -> Dropout(0.5) "
+    "-> Dense(64, relu) -> Dropout(0.5) -> Dense(1, sigmoid)",
     load=load,
     build=build,
     example=EXAMPLE,
-    features=FEATURES,
+    features=with_bins(FEATURES),
+    tuning=TUNING,
+    target_accuracy=0.86,
+    target_roc_auc=0.912,
+    ceiling=True,
     max_epochs=100,
     batch_size=256,
     patience=8,

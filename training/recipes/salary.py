@@ -96,4 +96,7 @@ RECIPE = Recipe(
     batch_size=128,
     patience=8,
     learning_rate=1e-3,
+    target_accuracy=0.71,
+    target_roc_auc=0.69,
+    ceiling=True,
 )

@@ -423,11 +423,15 @@
       }
       if (this.note) {
         const unknown = result.unknown_categories || [];
-        this.note.hidden = unknown.length === 0;
-        this.note.textContent = unknown.length
-          ? "Values the model never saw in: " + unknown.join(", ")
-          : "";
+        const outside = result.out_of_range || [];
+        const notes = [];
+        if (unknown.length) notes.push("Values the model never saw in: " + unknown.join(", "));
+        if (outside.length) notes.push("Outside the training range: " + outside.join(", "));
+        this.note.hidden = notes.length === 0;
+        this.note.textContent = notes.join(". ");
       }
+      const why = this.root.querySelector(".explanation");
+      if (why) renderExplanation(why, result.explanation);
       this.root.dataset.state = "answered";
     }
 
@@ -673,6 +677,8 @@
       this.section.dataset.version = String(version);
       this.renderHeader();
       renderCard(this.section.querySelector(".card-body"), meta, this.url(version, "history.png"));
+      const tabular = !(meta.inputs.length > 0 && meta.inputs[0].type === "image");
+      renderInsight(this.section.querySelector(".insight"), (rest) => this.url(version, rest), tabular);
       if (!this.playground) {
         const image = meta.inputs.length > 0 && meta.inputs[0].type === "image";
         this.playground = image ? new DigitsPlayground(this) : new FormPlayground(this);
@@ -700,6 +706,87 @@
         h("br"),
         h("small", { text: pinned }),
       );
+    }
+  }
+
+  // ---------------------------------------------------------------- insight
+
+  /** Shapley attributions as signed bars, largest effect first (app/insight/explain.py). */
+  function renderExplanation(root, explanation) {
+    root.replaceChildren();
+    root.hidden = !explanation || !explanation.attributions;
+    if (root.hidden) return;
+    const entries = Object.entries(explanation.attributions).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+    const top = Math.max(1e-9, ...entries.map((e) => Math.abs(e[1])));
+    root.append(
+      h("h4", {
+        text:
+          "Why " + explanation.class + ": " + percent(explanation.base) + " on average → " +
+          percent(explanation.value) + " here",
+      }),
+    );
+    for (const [name, value] of entries) {
+      const width = (50 * Math.abs(value)) / top;
+      const bar = h("span", { className: "shap-bar " + (value >= 0 ? "up" : "down") });
+      bar.style.width = width + "%";
+      bar.style.marginLeft = value >= 0 ? "50%" : 50 - width + "%";
+      root.append(
+        h(
+          "div",
+          { className: "shap-row", "data-field": name },
+          h("span", { className: "shap-name", text: pretty(name) }),
+          h("span", { className: "shap-track" }, bar),
+          h("span", { className: "shap-value", text: (value >= 0 ? "+" : "−") + Math.abs(value * 100).toFixed(1) + " pts" }),
+        ),
+      );
+    }
+  }
+
+  /** Calibration plot, drift per field and live accuracy of one version. */
+  async function renderInsight(root, url, tabular) {
+    const img = root.querySelector(".calibration");
+    img.onerror = () => {
+      img.hidden = true;
+    };
+    img.hidden = false;
+    img.src = url("calibration.png");
+    const live = root.querySelector(".insight-live");
+    live.replaceChildren();
+    const [drift, perf] = await Promise.all([
+      tabular ? getJSON(url("drift")).catch(() => null) : null,
+      getJSON(url("performance")).catch(() => null),
+    ]);
+    if (perf) {
+      const card = perf.card_test || {};
+      live.append(
+        h("p", {
+          className: "live-accuracy",
+          text: perf.labelled
+            ? "Live accuracy " + percent(perf.live.accuracy) + " on " + perf.labelled + " labelled predictions (test: " + percent(card.accuracy) + ")"
+            : "No feedback yet: POST /feedback with a request id and its true label.",
+        }),
+      );
+    }
+    if (drift && !drift.rows) {
+      live.append(h("p", { text: "No traffic yet for drift: it compares recent requests with the training data." }));
+    } else if (drift && drift.fields) {
+      const table = h("table", { className: "drift" });
+      table.append(h("thead", null, h("tr", null, h("th", { text: "Field" }), h("th", { text: "PSI" }), h("th", { text: "Status" }), h("th", { text: "Missing" }), h("th", { text: "Unknown / out of range" }))));
+      const body = h("tbody");
+      for (const [name, f] of Object.entries(drift.fields)) {
+        const odd = f.unknown_rate !== undefined ? f.unknown_rate : f.out_of_range_rate;
+        body.append(
+          h("tr", { "data-field": name, className: f.status },
+            h("th", { scope: "row", text: pretty(name) }),
+            h("td", { text: f.psi.toFixed(3) }),
+            h("td", { text: f.status.replace(/_/g, " ") }),
+            h("td", { text: percent(f.missing_rate) }),
+            h("td", { text: percent(odd || 0) }),
+          ),
+        );
+      }
+      table.append(body);
+      live.append(h("p", { text: "Drift over the last " + drift.rows + " instances (window " + drift.window + "; PSI 0.1 watch, 0.25 drift)" }), h("div", { className: "matrix-scroll" }, table));
     }
   }
 
@@ -833,6 +920,10 @@
       this.last = null;
       this.objectUrl = null;
       this.predictSoon = debounce(() => this.predict(), 150, 400);
+      // the occlusion map, once the drawing rests (its own request: predictions stay fast)
+      this.explainSoon = debounce(() => this.explainNow(), 500, 0);
+      this.saliency = this.root.querySelector(".saliency28");
+      this.lastInstance = null;
 
       this.root.querySelector(".clear").addEventListener("click", () => this.clear());
       this.file.addEventListener("change", () => {
@@ -862,6 +953,9 @@
       const small = this.preview.getContext("2d");
       small.fillStyle = "#000";
       small.fillRect(0, 0, SIDE, SIDE);
+      this.lastInstance = null;
+      if (this.explainSoon) this.explainSoon.cancel();
+      if (this.saliency) this.saliency.closest("figure").hidden = true;
     }
 
     clear() {
@@ -956,8 +1050,43 @@
       try {
         const body = await postJSON(requests.native.url, instance);
         this.answer.show(token, body, this.meta.classes, requests);
+        this.lastInstance = instance;
+        this.explainSoon();
       } catch (err) {
         this.answer.fail(token, err.message);
+      }
+    }
+
+    /** Where the model looks: the occlusion map of the last drawing, over it in red. */
+    async explainNow() {
+      const instance = this.lastInstance;
+      const figure = this.saliency.closest("figure");
+      if (!instance || this.view.version === null || this.source !== "drawing") {
+        figure.hidden = true;
+        return;
+      }
+      try {
+        const body = await postJSON(this.view.url(this.view.version, "explain"), instance);
+        if (instance !== this.lastInstance) return;
+        const image = instance[this.meta.inputs[0].name];
+        const map = body.predictions[0].explanation.saliency;
+        const top = Math.max(1e-6, ...map.flat());
+        const ctx = this.saliency.getContext("2d");
+        const data = ctx.createImageData(SIDE, SIDE);
+        for (let y = 0; y < SIDE; y++) {
+          for (let x = 0; x < SIDE; x++) {
+            const i = (y * SIDE + x) * 4;
+            const heat = Math.max(0, map[y][x]) / top;
+            const v = image[y][x] * 0.6;
+            data.data[i] = Math.min(255, v + 255 * heat);
+            data.data[i + 1] = data.data[i + 2] = v * (1 - heat);
+            data.data[i + 3] = 255;
+          }
+        }
+        ctx.putImageData(data, 0, 0);
+        figure.hidden = false;
+      } catch (err) {
+        figure.hidden = true; // the prediction stands without its map
       }
     }
 
@@ -1184,7 +1313,8 @@
       const v2 = v2Body(this.meta.inputs, instance);
       if (v2) requests.v2 = { url: this.view.v2url(version), body: v2 };
       try {
-        const body = await postJSON(requests.native.url, instance);
+        // the explanation rides along (?explain=true); the request shown is the plain one
+        const body = await postJSON(requests.native.url + "?explain=true", instance);
         this.answer.show(token, body, this.meta.classes, requests);
       } catch (err) {
         this.answer.fail(token, err.message);
