@@ -276,6 +276,8 @@ def test_regression_model_is_served_and_documented(models_dir: Path, tmp_path: P
         assert list(signature["signature_def"]["serving_default"]["outputs"]) == ["prediction"]
         document = client.get("/openapi.json").json()
         assert "ValuePrediction" in document["components"]["schemas"]
+        explained = client.post("/models/price/predict?explain=true", json=ROWS[0])
+        assert explained.status_code == 422 and "classifiers" in explained.text
         label = client.post(
             "/v2/models/price/infer", json={**v2_body(ROWS), "outputs": [{"name": "label"}]}
         )

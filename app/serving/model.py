@@ -325,6 +325,8 @@ class ServedModel:
         explain = parameters.get("explain", False)
         if not isinstance(explain, bool):
             problems.append(Problem("parameters.explain", "must be true or false"))
+        elif explain and self.is_regression:
+            problems.append(Problem("parameters.explain", "applies to classifiers only"))
         elif explain and instances > max_explained:
             problem = f"at most {max_explained} instances per explained request, got {instances}"
             problems.append(Problem("parameters.explain", problem))
