@@ -52,5 +52,15 @@ def test_a_regression_model_shows_its_value_and_card(browser: Any, regression_ur
     assert float(shown) == pytest.approx(value, rel=1e-5)  # the API's value, 6 digits
     expect(section.locator("[data-fact=task] dd")).to_have_text("regression")
     assert section.locator(".bar").count() == 0
+    # an imported version has no reference.json (insight's training-side figures): its
+    # drift, calibration and performance answer 404, which the page hides; nothing else
+    insight = ("/drift", "/calibration", "/calibration.png", "/performance")
+    missing = [p for p in watch.problems if p.startswith("HTTP 404") and p.endswith(insight)]
+    assert len(missing) <= len(insight)
+    # the browser also logs each failed load as a console error, without its address
+    loads = "console error: Failed to load resource: the server responded with a status of 404"
+    logged = [p for p in watch.problems if p.startswith(loads)]
+    assert len(logged) <= len(missing)
+    watch.problems = [p for p in watch.problems if p not in missing and p not in logged]
     watch.assert_clean()
     tab.close()

@@ -1314,7 +1314,9 @@
       if (v2) requests.v2 = { url: this.view.v2url(version), body: v2 };
       try {
         // the explanation rides along (?explain=true); the request shown is the plain one
-        const body = await postJSON(requests.native.url + "?explain=true", instance);
+        // a regression model has no class to explain
+        const regression = (this.meta.card || {}).task === "regression";
+        const body = await postJSON(requests.native.url + (regression ? "" : "?explain=true"), instance);
         this.answer.show(token, body, this.meta.classes, requests);
       } catch (err) {
         this.answer.fail(token, err.message);
