@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         "the answers are the same, byte for byte",
     )
 
+    strict_categories: bool = Field(
+        False,
+        description="refuse category values training never saw (a request may ask with "
+        "strict); off = they take the trained 'other' path and are flagged",
+    )
     max_in_flight: int = Field(
         128,
         ge=1,

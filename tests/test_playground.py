@@ -10,7 +10,6 @@ public API. Screenshots land in test-artifacts/playground/.
 from __future__ import annotations
 
 import ast
-import base64
 import io
 import itertools
 import json
@@ -245,13 +244,15 @@ def test_drawing_a_one_with_the_mouse_predicts_one(page: tuple[Any, Watch], live
     watch.assert_clean()
 
 
-def test_drawing_sends_the_mnist_image_the_server_would_make(
+def test_drawing_is_prepared_by_the_service_as_an_upload_would_be(
     page: tuple[Any, Watch], live_url: str
 ) -> None:
-    """The page downscales in JavaScript the way the image endpoint prepares an upload."""
+    """The page sends the drawing's raw pixels with "prepare"; the service's one
+    MNIST-style preparation makes the 28x28 input, the same as for the drawing uploaded
+    as a PNG (the page keeps no copy of the preparation)."""
     from PIL import Image
 
-    from app.encoding.image import mnist_style
+    from app.encoding.image import prepare_pixels
 
     tab, watch = page
     expect = _expect()
@@ -266,20 +267,23 @@ def test_drawing_sends_the_mnist_image_the_server_would_make(
     prediction = tab.locator("#model-digits .prediction")
     expect(prediction).to_have_text("7")
     _settled(tab, "digits")
-    image = np.asarray(sent[-1]["image"])
-    assert image.shape == (28, 28)
-    assert image.min() >= 0 and image.max() == 255
+    request = sent[-1]
+    assert request["prepare"] is True
+    raw = np.asarray(request["instances"][0]["image"])
+    assert raw.ndim == 2 and raw.shape != (28, 28)  # raw pixels, not a prepared digit
 
-    png = tab.evaluate("document.querySelector('#model-digits canvas.draw').toDataURL('image/png')")
-    gray = Image.open(io.BytesIO(base64.b64decode(png.split(",", 1)[1]))).convert("L")
-    server = mnist_style(np.asarray(gray, dtype=np.float32)).astype(int)
-    assert np.abs(server - image).mean() < 1.0  # the same pixels, up to rounding
+    answer = httpx.post(f"{live_url}/models/digits/versions/2/predict", json=request).json()
+    prepared = np.asarray(answer["predictions"][0]["prepared"])
+    np.testing.assert_array_equal(prepared, prepare_pixels(raw))
 
+    buffer = io.BytesIO()
+    Image.fromarray(raw.astype(np.uint8)).save(buffer, format="PNG")
     upload = httpx.post(
         f"{live_url}/models/digits/versions/2/predict/image",
-        files={"file": ("pad.png", base64.b64decode(png.split(",", 1)[1]), "image/png")},
-    )
-    assert upload.json()["predictions"][0]["label"] == "7"
+        files={"file": ("pad.png", buffer.getvalue(), "image/png")},
+    ).json()
+    assert upload["predictions"][0]["label"] == "7"
+    assert upload["predictions"][0]["probabilities"] == answer["predictions"][0]["probabilities"]
     watch.assert_clean()
 
 
@@ -535,7 +539,7 @@ def test_the_drawn_digit_as_curl_gives_the_same_answer(page: tuple[Any, Watch]) 
         assert got[0] == label
         assert got[1] == pytest.approx(probabilities, abs=1e-6)
     python = _snippet(tab, "digits", "native", "python")
-    assert len(python.splitlines()) < 50  # the image one row a line, not a number a line
+    assert len(python.splitlines()) < 100  # 70 pixel rows, one a line, not a number a line
     printed = ast.literal_eval(_run([sys.executable, "-c", python]))
     assert printed["predictions"][0]["probabilities"] == probabilities
     node = shutil.which("node")

@@ -586,7 +586,7 @@ def get_examples(
 
 # ------------------------------------------------------------------- errors
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
-INFERENCE = ("/predict", "/infer", ":predict", "/predict/image")
+INFERENCE = ("/predict", "/infer", ":predict", "/predict/image", "/explain")
 
 
 def error_codes(method: str, path: str) -> dict[str, str]:

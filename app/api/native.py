@@ -25,7 +25,7 @@ from app.api.schemas import ModelMetadata, ModelSummary, VersionInfo
 from app.api.versions import path_version, pinned
 from app.artifacts import HISTORY_PLOT
 from app.serving.dataplane import DataPlane
-from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError
+from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError, hint_needed
 from app.serving.inference import (
     PREDICTION,
     ImageFile,
@@ -59,7 +59,8 @@ def plane(request: Request) -> DataPlane:
 # ------------------------------------------------------------------- decoding
 # request-level options beside "instances" (and as query parameters): the data plane
 # checks them (app/serving/model.py ServedModel.options)
-OPTIONS = ("explain", "threshold")
+OPTIONS = ("explain", "threshold", "strict", "prepare")
+FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def split_instances(payload: Any) -> tuple[list[Any], bool]:
@@ -107,13 +108,18 @@ async def answer(dataplane: DataPlane, response: InferenceResponse) -> FastJSONR
 def respond(response: InferenceResponse) -> FastJSONResponse:
     if PREDICTION in response.outputs:  # a regression model: one value per instance
         values = response.outputs[PREDICTION].tolist()
-        unknown = response.unknown_categories
+        unknown, outside = response.unknown_categories, response.out_of_range
         return FastJSONResponse(
             {
                 "model": response.model,
                 "version": response.version,
                 "predictions": [
-                    {"prediction": value, "unknown_categories": unknown[i]}
+                    {
+                        "prediction": value,
+                        "unknown_categories": unknown[i],
+                        "out_of_range": outside[i],
+                        "canonical": response.canonical[i],
+                    }
                     for i, value in enumerate(values)
                 ],
             }
@@ -123,15 +129,20 @@ def respond(response: InferenceResponse) -> FastJSONResponse:
     rows = response.outputs["probabilities"].tolist()
     unknown = response.unknown_categories
     outside = response.out_of_range
+    canonical = response.canonical
     predictions = [
         {
             "label": labels[i],
             "probabilities": dict(zip(classes, rows[i], strict=True)),
             "unknown_categories": unknown[i],
             "out_of_range": outside[i],
+            "canonical": canonical[i],
         }
         for i in range(len(rows))
     ]
+    if response.prepared is not None:
+        for prediction, prepared in zip(predictions, response.prepared, strict=True):
+            prediction["prepared"] = prepared
     if response.explanations is not None:
         for prediction, explanation in zip(predictions, response.explanations, strict=True):
             prediction["explanation"] = explanation
@@ -141,18 +152,23 @@ def respond(response: InferenceResponse) -> FastJSONResponse:
 
 
 def options_of(request: Request, payload: Any, single: bool) -> dict[str, Any]:
-    """``explain`` and ``threshold`` from the body (beside ``instances``) or the query
-    string (``?explain=true&threshold=0.3``, which also works for a single instance)."""
+    """Request options (``explain``, ``threshold``, ``strict``, ``prepare``) from the body,
+    beside ``instances``, or the query string (``?explain=true&threshold=0.3``, which also
+    works for a single instance). The data plane checks their values."""
     found: dict[str, Any] = {}
     query = request.query_params
-    if "explain" in query:
-        text = query["explain"].lower()
-        found["explain"] = {"true": True, "1": True, "false": False, "0": False}.get(text, text)
-    if "threshold" in query:
-        try:
-            found["threshold"] = float(query["threshold"])
-        except ValueError:
-            found["threshold"] = query["threshold"]
+    if query:
+        for name in OPTIONS:
+            if name not in query:
+                continue
+            text = query[name]
+            if name == "threshold":
+                try:
+                    found[name] = float(text)
+                except ValueError:
+                    found[name] = text
+            else:
+                found[name] = FLAGS.get(text.lower(), text)
     if not single and isinstance(payload, dict):
         found.update({k: payload[k] for k in OPTIONS if k in payload})
     return found
@@ -170,7 +186,7 @@ def render(exc: ServingError, single: bool = True) -> FastJSONResponse:
     if isinstance(exc, InvalidInput):
         detail = []
         for p in exc.problems:
-            text = p.problem + (f"; did you mean {p.suggestion!r}?" if p.suggestion else "")
+            text = p.problem + (f"; did you mean {p.suggestion!r}?" if hint_needed(p) else "")
             detail.append({"field": field_of(p, single), "problem": text})
         first = "; ".join(f"{d['field']}: {d['problem']}" for d in detail[:3])
         more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""

@@ -16,11 +16,31 @@ class ClassPrediction(BaseModel):
         default_factory=list,
         description="fields whose category the model never saw; encoded as training decided",
     )
+    out_of_range: list[str] = Field(
+        default_factory=list, description="numeric fields outside the range training saw"
+    )
+    canonical: dict[str, str] = Field(
+        default_factory=dict,
+        description="field -> the training value used, where the value sent matched only "
+        "after normalising case, spaces, hyphens and underscores",
+    )
+    prepared: list[list[int]] | None = Field(
+        None, description='the 28x28 input an image became (when asked with "prepare")'
+    )
+    explanation: dict[str, Any] | None = Field(
+        None, description='per raw field, its Shapley value (when asked with "explain")'
+    )
 
 
 class ValuePrediction(BaseModel):
     prediction: float = Field(description="the predicted value (a regression model)")
     unknown_categories: list[str] = Field(default_factory=list)
+    out_of_range: list[str] = Field(
+        default_factory=list, description="numbers outside the range seen in training"
+    )
+    canonical: dict[str, str] = Field(
+        default_factory=dict, description="categories read as a training value after normalising"
+    )
 
 
 class PredictResponse(BaseModel):

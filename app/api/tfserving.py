@@ -26,7 +26,7 @@ from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
 from app.api.versions import labelled, pinned
 from app.serving.dataplane import DataPlane
-from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError
+from app.serving.errors import InvalidInput, ModelNotFound, Problem, ServingError, hint_needed
 from app.serving.inference import Columns, InferenceRequest, InferenceResponse, Rows
 from app.serving.repository import VersionState, VersionStatus
 from app.serving.signature import TensorSpec
@@ -218,7 +218,7 @@ def describe(problem: Problem, kind: str) -> str:
         )
     else:
         where = f"inputs.{problem.field}" + ("" if problem.index is None else f"[{problem.index}]")
-    hint = f"; did you mean {problem.suggestion!r}?" if problem.suggestion else ""
+    hint = f"; did you mean {problem.suggestion!r}?" if hint_needed(problem) else ""
     return f"{where}: {problem.problem}{hint}"
 
 

@@ -32,7 +32,7 @@ from app.api.fastpath import hot_post
 from app.api.responses import FastJSONResponse
 from app.api.versions import pinned
 from app.serving.dataplane import DataPlane
-from app.serving.errors import InvalidInput, Problem, ServingError
+from app.serving.errors import InvalidInput, Problem, ServingError, hint_needed
 from app.serving.inference import (
     PROBABILITIES,
     InferenceRequest,
@@ -327,7 +327,7 @@ def describe(problem: Problem) -> str:
         where = f"input {problem.field!r}"
         if problem.index is not None:
             where += f" (item {problem.index})"
-    hint = f"; did you mean {problem.suggestion!r}?" if problem.suggestion else ""
+    hint = f"; did you mean {problem.suggestion!r}?" if hint_needed(problem) else ""
     return f"{where}: {problem.problem}{hint}"
 
 

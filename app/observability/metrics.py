@@ -96,6 +96,12 @@ class Metrics:
             ["model", "version", "reason"],
             registry=r,
         )
+        self.unseen = Counter(
+            "keras_serve_unseen_categories",
+            "Category values training never saw, by model, version and field",
+            ["model", "version", "field"],
+            registry=r,
+        )
         self.payload_log_dropped = Counter(
             "keras_serve_payload_log_dropped",
             "Payload log records dropped because the sink fell behind",

@@ -155,6 +155,9 @@ class DataPlane:
         explain, threshold = model.options(
             request.parameters, len(inputs), self.settings.max_explain_instances
         )
+        strict, prepare = model.encoding_options(
+            request.parameters, self.settings.strict_categories
+        )
         if isinstance(inputs, ImageFile) and not model.is_image:
             raise ModelNotFound(name, version, "does not offer image uploads")
         entered = not admission.holding.get()
@@ -165,11 +168,12 @@ class DataPlane:
         started = time.perf_counter_ns()
         try:
             heavy = len(inputs) * model.values_per_instance >= OFFLOAD_VALUES
-            if isinstance(inputs, ImageFile) or heavy:
-                encoded = await self.offload(model.encode, inputs)
+            if isinstance(inputs, ImageFile) or heavy or prepare:
+                encoded = await self.offload(model.encode, inputs, strict, prepare)
             else:
-                encoded = model.encode(inputs)
+                encoded = model.encode(inputs, strict)
             encoded_at = time.perf_counter_ns()
+            self._count_unseen(model, encoded.unknown)
             timing = Timing()
             probabilities = await self.run(
                 model, encoded.matrix, request.deadline, request.disconnected, timing
@@ -183,6 +187,8 @@ class DataPlane:
             response = model.respond(
                 probabilities, encoded, outputs, request.id, decided, explanations
             )
+            if prepare:
+                response.prepared = model.prepared_images(encoded.matrix)
             self._observe(model, encoded, probabilities, decided, request.id)
         except BaseException:  # invalid input, dropped, a runtime fault, or the caller left
             stats.failed(started, time.perf_counter_ns())
@@ -383,6 +389,13 @@ class DataPlane:
                 timing.finished_ns = time.perf_counter_ns()
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, timed)
+
+    def _count_unseen(self, model: ServedModel, unknown: list[list[str]]) -> None:
+        """Categories training never saw, per model, version and field (they took the
+        trained "other" path; in strict mode they were refused instead)."""
+        for fields in unknown:
+            for field in fields:
+                self.metrics.unseen.labels(model.name, str(model.version), field).inc()
 
     def _dropped(self, model: ServedModel, reason: str) -> None:
         self.metrics.rejected.labels(model.name, str(model.version), reason).inc()

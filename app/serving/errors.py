@@ -26,6 +26,11 @@ class Problem:
     allowed: tuple[str, ...] | None = None
 
 
+def hint_needed(problem: Problem) -> bool:
+    """Whether a "did you mean" must be added (the encoding's own text may say it)."""
+    return problem.suggestion is not None and repr(problem.suggestion) not in problem.problem
+
+
 class ServingError(Exception):
     """Base class: everything a client can cause, never a 5xx."""
 

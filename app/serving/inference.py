@@ -106,6 +106,11 @@ class InferenceResponse:
     out_of_range: list[list[str]] = field(default_factory=list)
     # per instance, when the request asked for explanations (app/insight/explain.py)
     explanations: list[dict[str, Any]] | None = None
+    # per instance, field -> the training value used where the sent one matched only
+    # after normalising case and separators ("male" -> "Male")
+    canonical: list[dict[str, str]] = field(default_factory=list)
+    # per instance, the 28x28 input an image became, when the request asked to ``prepare``
+    prepared: list[Any] | None = None
 
     def __len__(self) -> int:
         """The number of instances answered."""

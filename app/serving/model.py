@@ -25,7 +25,7 @@ from app.encoding import (
     TabularPipeline,
     load_pipeline,
 )
-from app.encoding.image import prepare_upload
+from app.encoding.image import prepare_pixels, prepare_upload
 from app.insight.calibration import apply_temperature
 from app.insight.reference import ReferenceError, build_insight, read_reference
 from app.runtimes import InferenceRuntime, RuntimeLoadError, open_runtime
@@ -88,6 +88,12 @@ def _check_card_matches(card: ModelCard, pipeline: Pipeline) -> None:
 
 
 BATCH = ""  # Problem.field of a problem with the batch as a whole (its size)
+
+
+def problem_of(exc: EncodingError) -> Problem:
+    """An encoding error as data, with the fix it suggests or the values it allows."""
+    allowed = tuple(exc.allowed) if exc.allowed else None
+    return Problem(exc.field, exc.problem, exc.index, exc.suggestion, allowed)
 
 
 class ServedModel:
@@ -172,10 +178,12 @@ class ServedModel:
         return isinstance(self.pipeline, ImagePipeline)
 
     # ------------------------------------------------------------ preprocess
-    def encode(self, inputs: Inputs) -> EncodedBatch:
+    def encode(self, inputs: Inputs, strict: bool = False, prepare: bool = False) -> EncodedBatch:
         """Validate raw inputs against this version's schema and encode them.
 
-        Raises InvalidInput listing what is wrong, located by field and instance.
+        ``strict`` refuses categories training never saw (instead of the trained "other"
+        path); ``prepare`` gives image instances of any size the MNIST-style preparation
+        uploads get. Raises InvalidInput listing what is wrong, by field and instance.
         """
         n = len(inputs)
         if not 1 <= n <= self.max_instances:
@@ -188,16 +196,16 @@ class ServedModel:
         if isinstance(inputs, ImageFile):
             return self._encode_upload(inputs)
         if isinstance(inputs, Tensors):
-            inputs = self._columns_of(inputs)
+            inputs = self._columns_of(inputs, prepare)
         if isinstance(self.pipeline, ImagePipeline):
-            return self._encode_images(self.pipeline, inputs)
+            return self._encode_images(self.pipeline, inputs, prepare)
         assert isinstance(self.pipeline, TabularPipeline)
         if isinstance(inputs, Columns):
             self._check_names(inputs.columns, None)
             try:
-                return self.pipeline.encode_columns(inputs.columns, n)
+                return self.pipeline.encode_columns(inputs.columns, n, strict=strict)
             except EncodingError as exc:
-                raise InvalidInput([Problem(exc.field, exc.problem, exc.index)]) from None
+                raise InvalidInput([problem_of(exc)]) from None
         rows = inputs.rows
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
@@ -205,13 +213,17 @@ class ServedModel:
             if not row.keys() <= self.fields:
                 self._check_names(row, i)
         try:
-            return self.pipeline.encode_rows(rows)
+            return self.pipeline.encode_rows(rows, strict=strict)
         except EncodingError as exc:
-            # the schema explains a rejection in full: every problem at once
-            problems = self.schema.explain(rows) or [Problem(exc.field, exc.problem, exc.index)]
+            # the schema explains a rejection in full, every problem at once; a near miss
+            # or an unseen category in strict mode is the encoding's to explain
+            problems = self.schema.explain(rows)
+            found = problem_of(exc)
+            if not any((p.field, p.index) == (found.field, found.index) for p in problems):
+                problems.append(found)
             raise InvalidInput(problems) from None
 
-    def _columns_of(self, inputs: Tensors) -> Columns:
+    def _columns_of(self, inputs: Tensors, prepare: bool = False) -> Columns:
         """Named tensors as columns, each checked against this version's signature."""
         problems: list[Problem] = []
         columns: dict[str, Any] = {}
@@ -224,7 +236,8 @@ class ServedModel:
                 columns[tensor.name] = None
             elif tensor.datatype not in spec.accepts:
                 problems.append(Problem(tensor.name, spec.datatype_problem(tensor.datatype)))
-            elif not spec.fits(tensor.shape):
+            elif not spec.fits(tensor.shape) and not (prepare and len(tensor.shape) == 3):
+                # with prepare, images of any size are accepted: [N, H, W]
                 problems.append(Problem(tensor.name, spec.shape_problem(tensor.shape)))
             else:
                 values = tensor.values
@@ -253,21 +266,25 @@ class ServedModel:
         if problems:
             raise InvalidInput(problems)
 
-    def _encode_images(self, pipeline: ImagePipeline, inputs: Rows | Columns) -> EncodedBatch:
+    def _encode_images(
+        self, pipeline: ImagePipeline, inputs: Rows | Columns, prepare: bool = False
+    ) -> EncodedBatch:
         name = self.card.inputs[0].name
         if isinstance(inputs, Columns):
             self._check_names(inputs.columns, None)
             rows: Sequence[Any] = [{name: image} for image in inputs.columns[name]]
         else:
             rows = inputs.rows
-        pixels = np.stack([self._image_of(row, i, pipeline) for i, row in enumerate(rows)])
+        pixels = np.stack([self._image_of(row, i, pipeline, prepare) for i, row in enumerate(rows)])
         try:
             matrix = pipeline.encode(pixels, name)
         except EncodingError as exc:
             raise InvalidInput([Problem(exc.field, exc.problem, exc.index)]) from None
         return EncodedBatch(matrix, [[] for _ in range(len(pixels))])
 
-    def _image_of(self, row: Any, i: int, pipeline: ImagePipeline) -> np.ndarray:
+    def _image_of(
+        self, row: Any, i: int, pipeline: ImagePipeline, prepare: bool = False
+    ) -> np.ndarray:
         """One instance's image as ``[H, W]``, each bad one named by its index."""
         name = self.card.inputs[0].name
         if not isinstance(row, dict):
@@ -275,6 +292,15 @@ class ServedModel:
         if row.keys() != {name}:
             self._check_names(row, i)
             raise InvalidInput([Problem(name, "is required", i)])
+        if prepare:  # pixels in any position and size, prepared as an upload would be
+            try:
+                raw = np.asarray(row[name])
+            except (ValueError, TypeError, OverflowError):
+                raw = np.asarray([], dtype=object)
+            try:
+                return prepare_pixels(raw, name, self.max_image_pixels)
+            except EncodingError as exc:
+                raise InvalidInput([Problem(name, exc.problem, i)]) from None
         shape = (pipeline.height, pipeline.width)
         flat = (shape[0] * shape[1],)
         try:
@@ -347,6 +373,32 @@ class ServedModel:
             raise InvalidInput(problems)
         return explain, None if threshold is None else float(threshold)
 
+    def encoding_options(
+        self, parameters: Mapping[str, Any], strict_default: bool
+    ) -> tuple[bool, bool]:
+        """The per-request encoding options ``strict`` (refuse unseen categories) and
+        ``prepare`` (MNIST-style preparation of raw pixels), checked."""
+        problems = []
+        strict = parameters.get("strict", strict_default)
+        if not isinstance(strict, bool):
+            problems.append(Problem("parameters.strict", "must be true or false"))
+        prepare = parameters.get("prepare", False)
+        if not isinstance(prepare, bool):
+            problems.append(Problem("parameters.prepare", "must be true or false"))
+        elif prepare and not self.is_image:
+            problems.append(Problem("parameters.prepare", "applies to image models only"))
+        if problems:
+            raise InvalidInput(problems)
+        return bool(strict), bool(prepare)
+
+    def prepared_images(self, matrix: np.ndarray) -> list[Any]:
+        """The network input of prepared images, back in 0-255 intensities (what the
+        model saw; a client can show it next to the drawing)."""
+        assert isinstance(self.pipeline, ImagePipeline)
+        shape = (len(matrix), self.pipeline.height, self.pipeline.width)
+        pixels = np.rint(matrix.reshape(shape) * self.pipeline.scale).astype(np.int64)
+        return pixels.tolist()
+
     def decide(self, probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
         """Class index per row: the arg-max, or for a binary model with a threshold,
         positive when its probability is at least the threshold."""
@@ -402,6 +454,7 @@ class ServedModel:
             request_id,
             out_of_range=outside or [[] for _ in encoded.unknown],
             explanations=explanations,
+            canonical=encoded.canonical or [{} for _ in encoded.unknown],
         )
 
     def close(self) -> None:

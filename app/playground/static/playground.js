@@ -15,8 +15,8 @@
 
 (function () {
   const MISSING = "__missing__";
-  const DIGIT_BOX = 20; // MNIST: the digit fits in 20x20 ...
-  const SIDE = 28; //        ... centred by mass in 28x28
+  const SIDE = 28; // what the network sees: 28x28, MNIST style
+  const CAPTURE = 70; // the drawing pad as sent to the service, which prepares it
   const PEN_WIDTH = 20; // canvas pixels on a 280-pixel pad: about 2 pixels at 28x28
 
   // ---------------------------------------------------------------- helpers
@@ -216,19 +216,21 @@
   /** One native instance as an OIP v2 inference request: a tensor per input, batch of one.
    * BYTES tensors hold strings only, so a missing category travels as "?" (the marker the
    * service reads as missing); a missing number has no v2 form (null: no v2 snippet). */
-  function v2Body(inputs, instance) {
+  function v2Body(inputs, instance, parameters) {
     if (inputs.some((f) => V2_DATATYPES[f.type] !== "BYTES" && instance[f.name] === null)) return null;
-    return {
+    const body = {
       inputs: inputs.map((field) => {
         let value = instance[field.name];
         if (value === null) value = "?";
         if (field.type === "image") {
-          const shape = field.shape || [SIDE, SIDE];
+          const shape = [value.length, value[0].length]; // as drawn; "prepare" fits it
           return { name: field.name, shape: [1, ...shape], datatype: "UINT8", data: value.flat() };
         }
         return { name: field.name, shape: [1], datatype: V2_DATATYPES[field.type] || "FP32", data: [value] };
       }),
     };
+    if (parameters) body.parameters = parameters;
+    return body;
   }
 
   /** The "Use via API" panel: protocol and language tabs over a copyable snippet. */
@@ -463,149 +465,35 @@
     }
   }
 
-  // ---------------------------------------------------------------- MNIST-style input
-
-  function sinc(x) {
-    if (x === 0) return 1;
-    const a = Math.PI * x;
-    return Math.sin(a) / a;
-  }
+  // ---------------------------------------------------------------- the drawing
 
   /**
-   * Column (or row) weights of a Lanczos-3 resize from `from` to `to` samples, the
-   * filter (and the arithmetic) Pillow's Image.resize(LANCZOS) uses, so that a drawing
-   * sent as JSON is prepared as the image endpoint prepares an upload.
+   * The drawing's grey levels at CAPTURE x CAPTURE (the browser scales the pad down),
+   * white ink on black, 0-255; null when nothing is drawn. The MNIST-style preparation
+   * (crop, fit into 20x20, centre by mass in 28x28) is the service's: requests ask for
+   * it with "prepare", as uploads get it, so the page keeps no copy of it.
    */
-  function lanczosWeights(from, to) {
-    const scale = from / to;
-    const filterScale = Math.max(scale, 1);
-    const support = 3 * filterScale;
-    const weights = [];
-    for (let d = 0; d < to; d++) {
-      const center = (d + 0.5) * scale;
-      const lo = Math.max(0, Math.trunc(center - support + 0.5));
-      const hi = Math.min(from, Math.trunc(center + support + 0.5));
-      const list = [];
-      let total = 0;
-      for (let s = lo; s < hi; s++) {
-        const x = (s - center + 0.5) / filterScale;
-        const w = Math.abs(x) < 3 ? sinc(x) * sinc(x / 3) : 0;
-        list.push([s, w]);
-        total += w;
-      }
-      if (total !== 0) for (const pair of list) pair[1] /= total;
-      weights.push(list);
-    }
-    return weights;
-  }
-
-  /** 8-bit like Pillow: every pass rounds and clips to 0-255. */
-  function byte(v) {
-    return Math.min(255, Math.max(0, Math.round(v)));
-  }
-
-  /** Resize a `w` x `h` grayscale crop to `tw` x `th`: horizontal pass, then vertical. */
-  function resize(gray, w, h, tw, th) {
-    const cols = lanczosWeights(w, tw);
-    const rows = lanczosWeights(h, th);
-    const across = new Float32Array(h * tw);
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < tw; x++) {
-        let sum = 0;
-        for (const [s, weight] of cols[x]) sum += gray[y * w + s] * weight;
-        across[y * tw + x] = byte(sum);
-      }
-    }
-    const out = new Float32Array(th * tw);
-    for (let y = 0; y < th; y++) {
-      for (let x = 0; x < tw; x++) {
-        let sum = 0;
-        for (const [s, weight] of rows[y]) sum += across[s * tw + x] * weight;
-        out[y * tw + x] = byte(sum);
-      }
-    }
-    return out;
-  }
-
-  /**
-   * The drawing as MNIST digits were made (LeCun et al.), the same steps the
-   * image endpoint applies to uploads: crop to the ink, fit into 20x20 keeping
-   * the aspect ratio, centre by centre of mass in 28x28, white on black, 0-255.
-   * Returns 28 rows of 28 integers, or null when nothing is drawn.
-   */
-  function mnistImage(imageData) {
-    const { width, height, data } = imageData;
-    const gray = new Float32Array(width * height);
+  function capture(canvas) {
+    const small = document.createElement("canvas");
+    small.width = small.height = CAPTURE;
+    const ctx = small.getContext("2d");
+    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(canvas, 0, 0, CAPTURE, CAPTURE);
+    const { data } = ctx.getImageData(0, 0, CAPTURE, CAPTURE);
     let max = 0;
-    for (let i = 0; i < gray.length; i++) {
-      gray[i] = data[i * 4]; // white ink on black: the red channel is the intensity
-      if (gray[i] > max) max = gray[i];
-    }
-    if (max < 30) return null;
-    const threshold = 0.2 * max;
-    let x0 = width;
-    let y0 = height;
-    let x1 = -1;
-    let y1 = -1;
-    for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        if (gray[y * width + x] > threshold) {
-          if (x < x0) x0 = x;
-          if (x > x1) x1 = x;
-          if (y < y0) y0 = y;
-          if (y > y1) y1 = y;
-        }
-      }
-    }
-    if (x1 < 0) return null;
-    const cw = x1 - x0 + 1;
-    const ch = y1 - y0 + 1;
-    const crop = new Float32Array(cw * ch);
-    for (let y = 0; y < ch; y++) {
-      for (let x = 0; x < cw; x++) crop[y * cw + x] = gray[(y0 + y) * width + x0 + x];
-    }
-    const factor = DIGIT_BOX / Math.max(cw, ch);
-    const tw = Math.max(1, Math.round(cw * factor));
-    const th = Math.max(1, Math.round(ch * factor));
-    const small = resize(crop, cw, ch, tw, th);
-
-    const frame = new Float32Array(SIDE * SIDE);
-    const top = Math.floor((SIDE - th) / 2);
-    const left = Math.floor((SIDE - tw) / 2);
-    let total = 0;
-    let my = 0;
-    let mx = 0;
-    for (let y = 0; y < th; y++) {
-      for (let x = 0; x < tw; x++) {
-        const v = small[y * tw + x];
-        frame[(top + y) * SIDE + left + x] = v;
-        total += v;
-        my += (top + y) * v;
-        mx += (left + x) * v;
-      }
-    }
-    if (total <= 0) return null;
-    const dy = Math.round(SIDE / 2 - my / total);
-    const dx = Math.round(SIDE / 2 - mx / total);
-
-    let peak = 0;
     const rows = [];
-    for (let y = 0; y < SIDE; y++) {
-      const row = new Array(SIDE).fill(0);
-      const sy = y - dy;
-      if (sy >= 0 && sy < SIDE) {
-        for (let x = 0; x < SIDE; x++) {
-          const sx = x - dx;
-          if (sx >= 0 && sx < SIDE) row[x] = frame[sy * SIDE + sx];
-        }
+    for (let y = 0; y < CAPTURE; y++) {
+      const row = new Array(CAPTURE);
+      for (let x = 0; x < CAPTURE; x++) {
+        row[x] = data[(y * CAPTURE + x) * 4]; // white ink on black: red is the intensity
+        if (row[x] > max) max = row[x];
       }
-      for (const v of row) if (v > peak) peak = v;
       rows.push(row);
     }
-    const scale = peak > 0 ? 255 / peak : 0;
-    // truncated, as numpy's astype(uint8) does on the server
-    return rows.map((row) => row.map((v) => Math.floor(Math.min(255, Math.max(0, v * scale)))));
+    return max < 30 ? null : rows;
   }
+
 
   // ---------------------------------------------------------------- one model
 
@@ -1034,23 +922,26 @@
 
     async predict() {
       if (this.source !== "drawing" || this.view.version === null) return;
-      const image = mnistImage(this.ctx.getImageData(0, 0, this.canvas.width, this.canvas.height));
+      const image = capture(this.canvas);
       if (!image) {
         this.answer.clear("Draw a digit to see what the model thinks.");
         return;
       }
-      this.showInput(image);
       const version = this.view.version;
       const token = this.answer.next();
       const instance = { [this.meta.inputs[0].name]: image };
+      // the service prepares raw pixels as it prepares uploads ("prepare")
+      const native = { instances: [instance], prepare: true };
       const requests = {
-        native: { url: this.view.url(version, "predict"), body: instance },
-        v2: { url: this.view.v2url(version), body: v2Body(this.meta.inputs, instance) },
+        native: { url: this.view.url(version, "predict"), body: native },
+        v2: { url: this.view.v2url(version), body: v2Body(this.meta.inputs, instance, { prepare: true }) },
       };
       try {
-        const body = await postJSON(requests.native.url, instance);
+        const body = await postJSON(requests.native.url, native);
         this.answer.show(token, body, this.meta.classes, requests);
         this.lastInstance = instance;
+        this.lastPrepared = body.predictions[0].prepared;
+        this.showInput(this.lastPrepared);
         this.explainSoon();
       } catch (err) {
         this.answer.fail(token, err.message);
@@ -1066,9 +957,10 @@
         return;
       }
       try {
-        const body = await postJSON(this.view.url(this.view.version, "explain"), instance);
+        const request = { instances: [instance], prepare: true };
+        const body = await postJSON(this.view.url(this.view.version, "explain"), request);
         if (instance !== this.lastInstance) return;
-        const image = instance[this.meta.inputs[0].name];
+        const image = this.lastPrepared;
         const map = body.predictions[0].explanation.saliency;
         const top = Math.max(1e-6, ...map.flat());
         const ctx = this.saliency.getContext("2d");
