@@ -643,7 +643,7 @@ def document_errors(document: dict[str, Any], api_keys: bool, exempt: list[str])
             elif path == "/v2/health/ready":
                 keep = {"400": {}}
             elif admin:  # typed parameters and the token: as the routes declare
-                keep = declared
+                keep = dict(declared)
                 keep.setdefault("401", {})["description"] = "Missing or wrong admin token"
             else:
                 keep = {
