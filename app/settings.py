@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="at most this many stored predictions (newest kept)"
     )
     feedback_queue: int = Field(
-        10_000,
+        50_000,
         ge=1,
         description="predictions waiting to be stored; beyond it they are dropped, never delayed",
     )
