@@ -178,7 +178,7 @@ class FeedbackStore:
                     predictions.insert(), [dict(zip(columns, row, strict=True)) for row in rows]
                 )
                 return
-            statement = (  # noqa: S608 - table and column names are this module's constants
+            statement = (
                 f"INSERT INTO {predictions.name} ({', '.join(columns)}) "
                 f"VALUES ({', '.join([marker] * len(columns))})"
             )
