@@ -178,10 +178,9 @@ class FeedbackStore:
                     predictions.insert(), [dict(zip(columns, row, strict=True)) for row in rows]
                 )
                 return
-            statement = (
-                f"INSERT INTO {predictions.name} ({', '.join(columns)}) "
-                f"VALUES ({', '.join([marker] * len(columns))})"
-            )
+            # table and column names are this module's constants; values are parameters
+            names, markers = ", ".join(columns), ", ".join([marker] * len(columns))
+            statement = f"INSERT INTO {predictions.name} ({names}) VALUES ({markers})"  # noqa: S608
             db.exec_driver_sql(statement, rows)
 
     def flush(self, timeout: float = 5.0) -> None:
