@@ -104,6 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         default_response_class=FastJSONResponse,
+        # traces, metrics and logs are the service's own (app/observability); FastAPI's
+        # built-in OpenTelemetry hook would ask its providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics

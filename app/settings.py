@@ -160,7 +160,9 @@ class Settings(BaseSettings):
         1000, ge=10, description="recent instances per model version that drift is measured on"
     )
     feedback: bool = Field(
-        True, description="store predictions for POST /feedback and live accuracy"
+        False,
+        description="store predictions for POST /feedback and live accuracy (opt-in: "
+        "measured, it costs about 9% of throughput and a p99 of 2.6 ms at c=1)",
     )
     database_url: str = Field(
         "",

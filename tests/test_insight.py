@@ -60,7 +60,7 @@ def app_client(tmp_path: Path, models_dir: Path = MODELS_DIR, **settings: Any) -
         watch_interval_s=0,
         database_url=f"sqlite:///{tmp_path / 'predictions.db'}",
         access_log=False,
-        **settings,
+        **{"feedback": True, **settings},  # live accuracy is opt-in (FEEDBACK=true)
     )
     return TestClient(create_app(config))
 

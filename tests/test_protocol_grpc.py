@@ -471,3 +471,34 @@ def test_grpc_explanations_come_back_in_the_response_parameters(
         assert total == pytest.approx(explanation["value"] - explanation["base"], abs=1e-5)
     plain = triton.infer("income", inputs, model_version="1")
     assert "explanations" not in plain.get_response().parameters
+
+
+# ------------------------------------------------------------------ categories
+def test_categories_forgive_case_suggest_fixes_and_obey_strict(
+    triton: grpcclient.InferenceServerClient,
+) -> None:
+    """The data plane's category rules reach gRPC unchanged: a normalised match answers
+    as the canonical value, a near miss is INVALID_ARGUMENT with the fix, and the strict
+    parameter refuses a value training never saw."""
+    metadata = triton.get_model_metadata("income", "1")
+    row = dict(card("income", 1).example)
+    exact = triton.infer("income", triton_inputs(metadata, [row]), model_version="1")
+    lower = triton.infer(
+        "income", triton_inputs(metadata, [{**row, "sex": "male"}]), model_version="1"
+    )
+    np.testing.assert_array_equal(exact.as_numpy("probabilities"), lower.as_numpy("probabilities"))
+    near = triton_inputs(metadata, [{**row, "workclass": "Privat"}])
+    assert_refused(
+        lambda: triton.infer("income", near, model_version="1"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "workclass",
+        "did you mean 'Private'?",
+    )
+    unseen = triton_inputs(metadata, [{**row, "native_country": "Atlantis"}])
+    assert labels_of(triton.infer("income", unseen, model_version="1"))
+    assert_refused(
+        lambda: triton.infer("income", unseen, model_version="1", parameters={"strict": True}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "native_country",
+        "allowed",
+    )

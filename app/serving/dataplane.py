@@ -316,7 +316,21 @@ class DataPlane:
         return await self.offload(store.label, items, classes_of)
 
     def performance(self, model: ServedModel) -> dict[str, Any]:
-        """Live accuracy (and ROC AUC, binary) from feedback, beside the card's test figures."""
+        """Live accuracy (and ROC AUC, binary) from feedback, beside the card's test figures.
+        With feedback off (the default) the same shape, saying so, and no live figures."""
+        if self.feedback is None:
+            test = model.card.metrics.get("test")
+            return {
+                "model": model.name,
+                "version": model.version,
+                "labelled": 0,
+                "stored_predictions": 0,
+                "window": self.settings.performance_window,
+                "live": {"accuracy": None, "roc_auc": None},
+                "card_test": {"accuracy": test.accuracy, "roc_auc": test.roc_auc, "rows": test.rows}
+                if test is not None
+                else {},
+            }
         store = self._store()
         store.flush(1.0)  # answers of the last moment count too
         found = store.performance(model.name, model.version, self.settings.performance_window)
