@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from service import running
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = [
@@ -91,35 +90,8 @@ ROWS = [
 
 @contextmanager
 def service(port: int, **env: str) -> Iterator[str]:
-    url = f"http://127.0.0.1:{port}"
-    environment = {
-        **os.environ,
-        "PORT": str(port),
-        "LOG_LEVEL": "warning",
-        "ACCESS_LOG": "false",
-        "GRPC_ENABLED": "false",
-        **env,
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with running(port, ACCESS_LOG="false", **env):
+        yield f"http://127.0.0.1:{port}"
 
 
 def explain_latency(url: str, count: int) -> list[float]:
@@ -177,7 +149,7 @@ def main() -> int:
         database = f"sqlite:///{tmp}/predictions.db"
         with service(args.port, FEEDBACK="false") as url:
             results["off"] = throughput(url, args.clients, 0, args.seconds)
-        with service(args.port, DATABASE_URL=database) as url:
+        with service(args.port, FEEDBACK="true", DATABASE_URL=database) as url:
             latencies = sorted(explain_latency(url, args.explains))
             results["on"] = throughput(url, args.clients, 0, args.seconds)
             results["beside"] = throughput(url, args.clients, args.explainers, args.seconds)

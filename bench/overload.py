@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+from service import running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,24 +146,8 @@ def main() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "warning", "GRPC_ENABLED": "false"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     rows = []
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+    with running(port) as server:
         idle = rss_mb(server.pid)
         for load in args.loads.split(","):
             path, body = body_for(load)
@@ -176,9 +158,6 @@ def main() -> int:
                 )
             rows.append((load, len(body), reference, heavy, peak.peak))
             time.sleep(2)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
     print(
         f"server: python -m app, defaults; idle RSS {idle:.0f} MB; "
         f"{args.clients} clients, {args.seconds:g} s"

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -29,6 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
+from service import running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,23 +93,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=18123)
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}"
-    env = {**os.environ, "PORT": str(args.port), "LOG_LEVEL": "warning", "GRPC_ENABLED": "false"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+    with running(args.port):
         lines = [
             f"liveness probe every 20 ms; {args.clients} loading clients; "
             f"{args.seconds:g} s per load",
@@ -137,10 +119,7 @@ def main() -> int:
             for worker in workers:
                 worker.join(timeout=120)
             lines.append(row(name, latencies, answers))
-        print("\n".join(lines))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    print("\n".join(lines))
     return 0
 
 
