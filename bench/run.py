@@ -644,63 +644,43 @@ def tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def ensure_peer_venv(venv: Path) -> Path:
-    """The peer's interpreter: a venv with kserve and onnxruntime, created when missing."""
+def ensure_venv(venv: Path, base: Path, packages: list[str], modules: str) -> Path:
+    """A peer's interpreter: a venv made from ``base`` holding ``packages``, created when
+    ``import modules`` fails in it (or it is missing)."""
     python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import kserve, onnxruntime"]
+    probe = [str(python), "-c", f"import {modules}"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
+    if not base.exists():
+        raise RuntimeError(f"{venv.name} needs {base}")
     print(
-        f"creating the peer's virtual environment in {venv} (kserve, onnxruntime)...",
+        f"creating {venv} ({', '.join(packages)})...",
         file=sys.stderr,
         flush=True,
     )
     venv.parent.mkdir(parents=True, exist_ok=True)
-    steps = [
-        [sys.executable, "-m", "venv", "--clear", str(venv)],
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "kserve",
-            "onnxruntime",
-        ],
-        probe,
-    ]
-    for step in steps:
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    for step in ([str(base), "-m", "venv", "--clear", str(venv)], [*pip, *packages], probe):
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(step[:4])} failed: {done.stderr.strip()[-500:]}")
     return python
+
+
+def ensure_peer_venv(venv: Path) -> Path:
+    """KServe's interpreter: kserve and onnxruntime in a venv of this Python."""
+    return ensure_venv(venv, Path(sys.executable), ["kserve", "onnxruntime"], "kserve, onnxruntime")
 
 
 def ensure_triton_venv(venv: Path) -> Path:
-    """Triton's interpreter: a venv from Debian's python3.11 with nvidia-pytriton and
-    onnxruntime, created when missing (the backend stub links libpython3.11.so)."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import pytriton, onnxruntime"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    base = Path("/usr/bin/python3.11")
-    if not base.exists():
-        raise RuntimeError(
-            "the Triton peer needs Debian's /usr/bin/python3.11 (apt-get install python3.11-venv)"
-        )
-    print(f"creating Triton's virtual environment in {venv}...", file=sys.stderr, flush=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    steps = [
-        [str(base), "-m", "venv", "--clear", str(venv)],
-        [str(python), "-m", "pip", "install", "-q", "nvidia-pytriton", "onnxruntime"],
-        probe,
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(step[:4])} failed: {done.stderr.strip()[-500:]}")
-    return python
+    """Triton's interpreter: a venv from Debian's python3.11 (apt-get install
+    python3.11-venv), since PyTriton's backend stub links libpython3.11.so."""
+    return ensure_venv(
+        venv,
+        Path("/usr/bin/python3.11"),
+        ["nvidia-pytriton", "onnxruntime"],
+        "pytriton, onnxruntime",
+    )
 
 
 # ----------------------------------------------------------------------------- wrk

@@ -31,7 +31,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +132,9 @@ def _unavailable(connection: socket.socket) -> None:
             pass
 
 
-def quiesce(sockets: Iterable[Any], timeout: float = 5.0) -> None:
-    """Stop taking new connections, then wait (at most ``timeout``) until the accept
-    queue stays empty, while the caller's event loop or the workers keep accepting."""
+def _pending(sockets: Iterable[Any], timeout: float) -> Iterator[None]:
+    """Stop taking new connections, then yield (the caller waits 5 ms, accepting meanwhile)
+    until the accept queue has stayed empty for 50 ms, or ``timeout`` runs out."""
     held = refuse_new_connections(sockets)
     deadline = time.monotonic() + timeout
     empty_since: float | None = None
@@ -145,21 +145,19 @@ def quiesce(sockets: Iterable[Any], timeout: float = 5.0) -> None:
             empty_since = time.monotonic()
         elif time.monotonic() - empty_since > 0.05:  # handshakes in flight have landed
             return
+        yield
+
+
+def quiesce(sockets: Iterable[Any], timeout: float = 5.0) -> None:
+    """Stop taking new connections, then wait (at most ``timeout``) until the accept
+    queue stays empty, while the workers keep accepting."""
+    for _ in _pending(sockets, timeout):
         time.sleep(0.005)
 
 
 async def quiesce_async(sockets: Iterable[Any], timeout: float = 5.0) -> None:
     """:func:`quiesce` for a server whose own event loop does the accepting."""
-    held = refuse_new_connections(sockets)
-    deadline = time.monotonic() + timeout
-    empty_since: float | None = None
-    while held and time.monotonic() < deadline:
-        if any(accept_queue(s) for s in held):
-            empty_since = None
-        elif empty_since is None:
-            empty_since = time.monotonic()
-        elif time.monotonic() - empty_since > 0.05:
-            return
+    for _ in _pending(sockets, timeout):
         await asyncio.sleep(0.005)
 
 
