@@ -38,7 +38,6 @@ from app.devices import log_devices
 from app.observability import tracing
 from app.observability.metrics import Metrics
 from app.observability.middleware import ObservabilityMiddleware
-from app.observability.tracing import TracingMiddleware
 from app.runtimes import resolve
 from app.serving.admission import Admission
 from app.serving.dataplane import DataPlane
@@ -149,9 +148,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_keys:  # checked before anything reads the body
         keys = KeyRing(key.get_secret_value() for key in settings.api_keys)
         app.add_middleware(ApiKeyMiddleware, keys=keys, exempt=tuple(settings.api_key_exempt))
+    # outermost: the trace context and request id are open while everything inside
+    # runs and logs, and every answer is counted
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
-    # outermost: the trace context is open while everything inside runs and logs
-    app.add_middleware(TracingMiddleware)
     tracing.exporter.configure(settings.otel_exporter_otlp_endpoint)
     return app
 

@@ -24,10 +24,11 @@ from app.insight.calibration import apply_temperature, fit_temperature, nll
 from app.insight.drift import PSI_WATCH, DriftWindow, psi
 from app.insight.explain import TabularExplainer, shapley_from_values
 from app.insight.feedback import roc_auc
-from app.insight.layout import Layout
+from app.insight.layout import SMALL_BATCH, Layout
 from app.insight.reference import REFERENCE_FILE, read_reference
 from app.main import create_app
 from app.serving.errors import InvalidInput
+from app.serving.inference import Rows
 from app.serving.model import ServedModel
 from app.settings import Settings
 from tests.conftest import MODELS_DIR
@@ -305,6 +306,25 @@ def test_out_of_range_is_listed_per_prediction(client: TestClient) -> None:
     old = dict(example, age=fields["age"]["seen_max"] + 1, hours_per_week=0)
     answer = client.post("/models/income/predict", json={"instances": [edge, old]}).json()
     assert [p["out_of_range"] for p in answer["predictions"]] == [[], ["age", "hours_per_week"]]
+
+
+def test_out_of_range_is_the_same_for_a_few_rows_and_for_a_batch() -> None:
+    """A few rows are checked in plain Python, a batch with numpy: the same answer."""
+    model = load("income", 1)
+    layout = model.insight.layout
+    assert layout is not None
+    example = model.card.example
+    rows = [
+        dict(example, age=age, hours_per_week=hours, capital_gain=gain)
+        for age, hours, gain in itertools.product((0, 40, 120), (0, 40, 99), (0, 10**6))
+    ]
+    x = model.encode(Rows(rows)).matrix
+    assert len(x) > SMALL_BATCH
+    batch = layout.out_of_range(x)
+    one_by_one = [layout.out_of_range(x[i : i + 1])[0] for i in range(len(x))]
+    assert batch == one_by_one
+    flagged = [set(fields) for fields in batch]
+    assert set() in flagged and {"age", "hours_per_week", "capital_gain"} in flagged
 
 
 def test_psi_and_window() -> None:

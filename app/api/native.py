@@ -156,8 +156,8 @@ def options_of(request: Request, payload: Any, single: bool) -> dict[str, Any]:
     beside ``instances``, or the query string (``?explain=true&threshold=0.3``, which also
     works for a single instance). The data plane checks their values."""
     found: dict[str, Any] = {}
-    query = request.query_params
-    if query:
+    if request.scope["query_string"]:  # no QueryParams object for the usual empty query
+        query = request.query_params
         for name in OPTIONS:
             if name not in query:
                 continue

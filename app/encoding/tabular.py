@@ -296,6 +296,7 @@ class _FeaturePlan:
         "allowed",
         "by_norm",
         "edges",
+        "exact",
         "ignored",
         "integer",
         "kind",
@@ -331,6 +332,7 @@ class _FeaturePlan:
         self.by_norm: dict[str, str] = {}
         self.rare_by_norm: dict[str, str] = {}
         self.allowed: list[str] = []
+        self.exact: dict[str, int] = {}  # a category sent exactly as trained: its column
         width = 1
         if self.kind == "categorical":
             self.slots = {v: offset + i for i, v in enumerate(f["vocabulary"])}
@@ -344,6 +346,11 @@ class _FeaturePlan:
             self.by_norm = {k: v for k, v in norm.items() if v in self.slots}
             self.rare_by_norm = {k: v for k, v in norm.items() if v in self.rare}
             self.allowed = sorted(known)
+            self.exact = {
+                v: col
+                for v, col in self.slots.items()
+                if v.strip() not in self.markers and len(v) <= MAX_CATEGORY_LENGTH
+            }
         elif self.kind == "ordinal":
             self.order = list(f["order"])
             self.slots = {v: i for i, v in enumerate(self.order)}
@@ -376,6 +383,22 @@ class _FeaturePlan:
     ) -> None:
         """Write one raw value into row ``i`` of ``out``; raises EncodingError."""
         kind = self.kind
+        # the two common cases first: a category sent exactly as trained, and a number
+        # that is present (not None, NaN or a missing marker)
+        if kind == "categorical":
+            if value.__class__ is str and (col := self.exact.get(value)) is not None:
+                if not self.ignored:
+                    out[i, col] = 1.0
+                return
+        elif kind == "numeric":
+            cls = value.__class__
+            if (cls is int or cls is float) and value == value:
+                scaled = self.scale(value, i)
+                if not self.ignored:
+                    out[i, self.offset] = scaled
+                    if self.edges:
+                        self.piecewise(value, i, out)
+                return
         if _is_missing(value, self.markers):
             if not self.allow_missing:
                 raise EncodingError(self.name, "is required and may not be missing", i)

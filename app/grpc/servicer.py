@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,6 +45,7 @@ from app.api.repository import statistics, token_matches
 from app.api.v2 import PLATFORMS, SERVER_NAME, describe
 from app.artifacts import LABEL_PATTERN, MAX_VERSION, parse_version_ref
 from app.auth import KeyRing, presented_key
+from app.observability import tracing
 from app.observability.context import RequestFacts, current
 from app.observability.metrics import Metrics
 from app.serving import control
@@ -154,7 +154,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     async def wrapper(
         self: InferenceServicer, request: Request, context: grpc.aio.ServicerContext
     ) -> Response:
-        facts = RequestFacts(request_id=getattr(request, "id", "") or uuid.uuid4().hex)
+        facts = RequestFacts(request_id=getattr(request, "id", "") or tracing.random_id(128))
         token = current.set(facts)
         code = grpc.StatusCode.OK
         started = time.perf_counter()

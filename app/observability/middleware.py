@@ -1,20 +1,24 @@
-"""One pure-ASGI middleware for request ids, access logs and request metrics.
+"""One pure-ASGI middleware for what every HTTP request carries: its trace context,
+its request id, the request metrics and the access log line.
 
-Pure ASGI (not BaseHTTPMiddleware) keeps the per-request cost to a few
-microseconds and lets the endpoint's context changes reach us.
+Pure ASGI (not BaseHTTPMiddleware) and a single layer: each layer costs a frame and
+a wrapped ``send`` per request, and these four jobs read the same headers and wrap
+the same response start. The endpoint's context changes (which model and version
+answered) reach us through :data:`current`.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
+from typing import Any
 
+from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.observability import tracing
 from app.observability.context import RequestFacts, current
 from app.observability.logs import log_access
 from app.observability.metrics import Metrics, protocol_of
-from app.observability.tracing import trace_id
 
 UNTRACKED = ("/metrics", "/health/", "/docs", "/openapi.json")
 
@@ -31,45 +35,48 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # labelled children by label values: ``labels()`` checks and locks on every call
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._histograms: dict[tuple[str, ...], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
+        rid = traceparent = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 rid = _valid_request_id(value)
-                break
-        facts = RequestFacts(request_id=rid or uuid.uuid4().hex)
+            elif key == b"traceparent":
+                traceparent = value.decode("latin-1")
+        trace = tracing.start_trace(traceparent)
+        trace_token = tracing.current_trace.set(trace)
+        facts = RequestFacts(request_id=rid or tracing.random_id(128))
         token = current.set(facts)
         status = 500
         started = time.perf_counter()
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_ids(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
                 message["headers"] = [
-                    *message["headers"],
+                    *message.get("headers", ()),
                     (b"x-request-id", facts.request_id.encode("latin-1")),
+                    (b"traceparent", trace.traceparent.encode()),
                 ]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_ids)
         finally:
-            self.metrics.in_flight.dec()
+            in_flight.dec()
             elapsed = time.perf_counter() - started
             path: str = scope["path"]
             if not path.startswith(UNTRACKED):
-                protocol = protocol_of(path)
-                self.metrics.requests.labels(
-                    facts.model, facts.version, protocol, str(status)
-                ).inc()
-                self.metrics.latency.labels(facts.model, facts.version, protocol).observe(elapsed)
+                self._record(facts, protocol_of(path), str(status), elapsed)
             if self.access_log:  # a tuple onto a queue: the writer thread formats it
                 log_access(
                     scope["method"],
@@ -79,6 +86,27 @@ class ObservabilityMiddleware:
                     facts.request_id,
                     facts.model,
                     facts.version,
-                    trace_id(),
+                    trace.trace_id,
                 )
             current.reset(token)
+            tracing.current_trace.reset(trace_token)
+            if tracing.exporter.enabled:
+                tracing.exporter.export(trace, f"{scope['method']} {scope['path']}")
+
+    def _record(self, facts: RequestFacts, protocol: str, status: str, elapsed: float) -> None:
+        key = (facts.model, facts.version, protocol, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._child(self.metrics.requests, key)
+        counter.inc()
+        where = key[:3]
+        histogram = self._histograms.get(where)
+        if histogram is None:
+            histogram = self._histograms[where] = self._child(self.metrics.latency, where)
+        histogram.observe(elapsed)
+
+    def _child(self, family: Counter | Histogram, key: tuple[str, ...]) -> Any:
+        if len(self._counters) + len(self._histograms) > 10_000:  # labels from the repository
+            self._counters.clear()  # only, but versions come and go: stay bounded
+            self._histograms.clear()
+        return family.labels(*key)

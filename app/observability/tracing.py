@@ -1,7 +1,8 @@
 """Trace context (W3C ``traceparent``) and, when asked for, OpenTelemetry spans.
 
 Every HTTP request joins the caller's trace when it sends a valid ``traceparent``
-(https://www.w3.org/TR/trace-context/), or starts a new one; the answer carries a
+(https://www.w3.org/TR/trace-context/), or starts a new one (in
+app/observability/middleware.py); the answer carries a
 ``traceparent`` naming this server's span, and log lines carry the ``trace_id``.
 
 Spans are exported only with the ``opentelemetry`` extra installed and an OTLP
@@ -21,8 +22,6 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 # perf_counter_ns() + this = nanoseconds since the epoch (what span times are in)
@@ -72,39 +71,7 @@ def trace_id() -> str:
     return context.trace_id if context else "-"
 
 
-class TracingMiddleware:
-    """Opens the trace context of each HTTP request and answers with ``traceparent``."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = None
-        for name, value in scope["headers"]:
-            if name == b"traceparent":
-                header = value.decode("latin-1")
-                break
-        context = start_trace(header)
-        token = current_trace.set(context)
-        outgoing = context.traceparent.encode()
-
-        async def send_with_trace(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"traceparent", outgoing)]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_trace)
-        finally:
-            current_trace.reset(token)
-            if exporter.enabled:
-                exporter.export(context, f"{scope['method']} {scope['path']}")
-
-
-def _random_id(bits: int) -> str:
+def random_id(bits: int) -> str:
     """A random, non-zero id as lowercase hex. Trace ids need uniqueness, not secrecy
     (W3C trace context), so the fast Mersenne Twister serves; ``secrets`` would cost a
     system call per id on every request."""
@@ -118,9 +85,9 @@ def start_trace(header: str | None) -> TraceContext:
     parsed = parse_traceparent(header)
     now = time.perf_counter_ns()
     if parsed is None:
-        return TraceContext(_random_id(128), _random_id(64), None, True, now)
+        return TraceContext(random_id(128), random_id(64), None, True, now)
     trace, parent, sampled = parsed
-    return TraceContext(trace, _random_id(64), parent, sampled, now)
+    return TraceContext(trace, random_id(64), parent, sampled, now)
 
 
 def note_stages(model: str, version: int, marks: list[tuple[str, int, int]]) -> None:

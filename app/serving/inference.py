@@ -42,7 +42,7 @@ class Columns:
         return self.size
 
 
-@dataclass
+@dataclass(slots=True)
 class Tensor:
     """One named, typed tensor as a standard protocol sent it (OIP v2 over REST or gRPC).
 

@@ -58,6 +58,9 @@ class VersionState:
 OUTSIDE_POLICY = "outside the version policy"
 VersionRef = int | str | None  # a number, a label, or None for the default version
 
+# a model without config.json; shared and never changed (the admin API edits copies)
+DEFAULT_CONFIG = ModelConfig()
+
 
 class ConfigError(ValueError):
     """A config the repository refuses (a label naming a version that is not serving)."""
@@ -116,7 +119,7 @@ class ModelRepository:
 
     # ----------------------------------------------------------------- config
     def config(self, name: str) -> ModelConfig:
-        return self._configs.get(name) or ModelConfig()
+        return self._configs.get(name) or DEFAULT_CONFIG
 
     def _config_stamp(self, name: str) -> tuple[int, int] | None:
         try:
@@ -255,21 +258,24 @@ class ModelRepository:
         return [v for v, s in self.versions(name).items() if s.model is not None]
 
     def default_version(self, name: str) -> int | None:
-        """``stable`` when it is set and serving, otherwise the highest serving version."""
-        serving = self.serving(name)
+        """``stable`` when it is set and serving, otherwise the highest serving version
+        (on every default request: no sorting or copying here)."""
+        states = self._states.get(name, {})
         stable = self.config(name).labels.get(STABLE)
-        if stable in serving:
+        if stable is not None and (state := states.get(stable)) and state.model is not None:
             return stable
-        return serving[-1] if serving else None
+        return max((v for v, s in states.items() if s.model is not None), default=None)
 
     def resolve(self, name: str, ref: VersionRef) -> int:
         """The version number a reference names: a number is itself (known or not yet
         checked: ``get`` says why it cannot serve), a label is looked up, None is the
         default. Raises ModelNotFound naming what exists."""
-        versions = self.versions(name)
+        versions = self._states.get(name)
+        if versions is None:
+            raise ModelNotFound(name, known=self._states)
         if isinstance(ref, int):
             if ref not in versions:
-                raise ModelNotFound(name, ref, known=[str(v) for v in versions])
+                raise ModelNotFound(name, ref, known=[str(v) for v in sorted(versions)])
             return ref
         if ref is None:
             default = self.default_version(name)
@@ -280,14 +286,14 @@ class ModelRepository:
         if ref == STABLE and STABLE not in labels:  # "stable" always names the default
             return self.resolve(name, None)
         if ref not in labels:
-            known = [*labels, *(str(v) for v in versions)]
+            known = [*labels, *(str(v) for v in sorted(versions))]
             raise ModelNotFound(name, ref, "is not a label of this model", known=known)
         return labels[ref]
 
     def get(self, name: str, version: VersionRef = None) -> ServedModel:
         """The version a reference names (a number, a label, or None: the default)."""
         number = self.resolve(name, version)
-        state = self.versions(name)[number] if number in self._states[name] else None
+        state = self._states[name].get(number)
         if state is None:
             raise ModelNotFound(name, version, f"names version {number}, which is not on disk")
         if state.model is None:

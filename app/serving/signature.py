@@ -102,6 +102,10 @@ class Signature:
     def output_names(self) -> list[str]:
         return [s.name for s in self.outputs]
 
+    @property
+    def by_name(self) -> dict[str, TensorSpec]:
+        return self._by_name
+
     def input(self, name: str) -> TensorSpec | None:
         return self._by_name.get(name)
 
