@@ -45,6 +45,7 @@ from app.serving.signature import TensorSpec
 SERVER_NAME = "keras-serve"
 EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_LENGTH_BYTES = HEADER_LENGTH.lower().encode()  # ASGI header names are lowercase
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel", "keras": "keras"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid request: names the tensor and the problem", **ERROR_BODY},
@@ -161,6 +162,15 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
             f"got {header_length!r}",
         )
     return body[:size], body[size:]
+
+
+def header_length(request: Request) -> str | None:
+    """The binary extension's header, read from the raw headers (no Headers object
+    on the hot path)."""
+    for name, value in request.scope["headers"]:
+        if name == HEADER_LENGTH_BYTES:
+            return value.decode("latin-1")
+    return None
 
 
 def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, bool]]:
@@ -346,7 +356,7 @@ async def infer(request: Request, name: str, version: int | str | None) -> Respo
         dataplane.model(name, version)  # an unknown model is a 404 whatever the body says
     except ServingError as exc:
         return render(exc)
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    header, binary = split_body(await request.body(), header_length(request))
     if len(header) >= LARGE_BODY:
         payload = await dataplane.offload_serial(parse_json, header)
     else:

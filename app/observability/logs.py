@@ -33,7 +33,7 @@ from app.observability.tracing import trace_id
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 ACCESS_LOGGER = "app.access"
-ACCESS_FORMAT = "%s %s %d %.2fms"
+ACCESS_FORMAT = "%s %s %s %.2fms"  # status: an HTTP code, or a gRPC status name
 QUEUE_LIMIT = 50_000  # lines waiting for the writer; beyond, new lines are dropped
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s] %(message)s"
 
@@ -44,7 +44,7 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 access = logging.getLogger(ACCESS_LOGGER)
 # what the middleware hands over: time, method, path, status, seconds, id, model, version,
 # trace id
-AccessEntry = tuple[float, str, str, int, float, str, str, str, str]
+AccessEntry = tuple[float, str, str, int | str, float, str, str, str, str]
 
 
 def _escape_one(match: re.Match[str]) -> str:
@@ -329,7 +329,7 @@ def queueing_handler(as_json: bool, stream: str = "stderr") -> QueueingHandler:
 def log_access(
     method: str,
     path: str,
-    status: int,
+    status: int | str,
     seconds: float,
     rid: str,
     model: str,
