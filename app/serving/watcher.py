@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,18 +72,23 @@ def changes(repository: ModelRepository) -> list[Change]:
     return found
 
 
-_passes: dict[int, asyncio.Lock] = {}
+_locks: weakref.WeakKeyDictionary[ModelRepository, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def changing(repository: ModelRepository) -> asyncio.Lock:
+    """Held by a watcher pass and by each admin change: never two at once on one
+    repository (a pass could reload a version an admin change just unloaded)."""
+    return _locks.setdefault(repository, asyncio.Lock())
 
 
 async def watch_once(repository: ModelRepository) -> list[Change]:
-    """One pass; the watcher and the admin API never run two at once on a repository
-    (both would load the same new version)."""
-    lock = _passes.setdefault(id(repository), asyncio.Lock())
-    async with lock:
-        return await _pass(repository)
+    """One pass, under :func:`changing`."""
+    async with changing(repository):
+        return await watch_pass(repository)
 
 
-async def _pass(repository: ModelRepository) -> list[Change]:
+async def watch_pass(repository: ModelRepository) -> list[Change]:
+    """One pass; the caller holds :func:`changing`."""
     found = await anyio.to_thread.run_sync(changes, repository)
     for change in found:
         if change.kind == "unwanted":
