@@ -103,14 +103,20 @@ class Broadcast:
         if replay:
             entries = latest(entries)
         outcome: Any = None
+        failure: Exception | None = None
         for number, change in entries:
-            if number == mine:
-                outcome = await self._apply(change, own=True)  # its error goes to the caller
-                continue
             try:
-                await self._apply(change, own=change.pid == os.getpid() and not replay)
-            except Exception as exc:  # as the worker that got the call answered
-                log.info("admin change %s on %s: %s", change.op, change.name, exc)
+                result = await self._apply(change, own=number == mine)
+            except Exception as exc:  # the caller's goes to it, after the rest is applied
+                if number == mine:
+                    failure = exc
+                else:  # as the worker that got the call answered
+                    log.info("admin change %s on %s: %s", change.op, change.name, exc)
+                continue
+            if number == mine:
+                outcome = result
+        if failure is not None:
+            raise failure
         return outcome
 
     async def _apply(self, change: AdminChange, own: bool) -> Any:
