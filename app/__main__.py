@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from app.observability.logs import uvicorn_log_config
 from app.observability.metrics import MULTIPROC_ENV, SUPERVISOR_ENV
+from app.serving.journal import JOURNAL_ENV, JOURNAL_FILE
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -57,14 +58,17 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 def main() -> None:
     settings = get_settings()
-    metrics_dir = None
-    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
-        # before any worker imports prometheus_client: they all write here
+    run_dir = None
+    if settings.workers > 1:
+        # this start's directory, made before any worker starts: the admin journal every
+        # worker follows, and (unless set by hand) the metrics every worker writes
         from app.runner.process import make_metrics_dir
 
-        metrics_dir = make_metrics_dir(settings.metrics_dir)
-        os.environ[MULTIPROC_ENV] = str(metrics_dir)
-        os.environ[SUPERVISOR_ENV] = str(os.getpid())
+        run_dir = make_metrics_dir(settings.metrics_dir)
+        os.environ[JOURNAL_ENV] = str(run_dir / JOURNAL_FILE)
+        if not os.environ.get(MULTIPROC_ENV):
+            os.environ[MULTIPROC_ENV] = str(run_dir)
+            os.environ[SUPERVISOR_ENV] = str(os.getpid())
     config = uvicorn_config(settings)  # configures logging
     log.info("settings: %s", settings_summary(settings))
 
@@ -73,7 +77,7 @@ def main() -> None:
     if settings.workers == 1:
         DrainingServer(config).run()
         return
-    Supervisor(config, sockets=[config.bind_socket()], metrics_dir=metrics_dir).run()
+    Supervisor(config, sockets=[config.bind_socket()], metrics_dir=run_dir).run()
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("loading models from %s with the %s runtime", settings.models_dir, runtime)
         log_devices(runtime)  # what TF/ONNX Runtime see; each model logs its own device
         await anyio.to_thread.run_sync(repository.load_all)
+        await dataplane.changes.catch_up(replay=True)  # admin changes made before this start
         app.state.dataplane = dataplane
         # what startup built lives as long as the process: keep it out of every GC pass,
         # which shortens the pauses that show up in tail latency
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with anyio.create_task_group() as background:
             if settings.watch_interval_s > 0:
                 background.start_soon(watch, repository, settings.watch_interval_s)
+            if dataplane.changes.journal is not None:  # the other workers' admin changes
+                background.start_soon(dataplane.changes.follow)
             try:
                 yield
             finally:

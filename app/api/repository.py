@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
@@ -26,6 +25,7 @@ from app.api.responses import FastJSONResponse
 from app.api.v2 import EXTENSIONS, plane, render
 from app.api.versions import pinned
 from app.serving import control
+from app.serving.broadcast import AdminChange
 from app.serving.dataplane import DataPlane
 from app.serving.errors import ServingError
 
@@ -143,9 +143,8 @@ def build_router(admin_token: str | None) -> APIRouter:
     async def load(request: Request, name: str = MODEL_NAME) -> Response:
         await optional_body(request)  # Triton's parameters (config, files) are not supported
         try:
-            states = await anyio.to_thread.run_sync(
-                control.load_model, plane(request).repository, name
-            )
+            change = AdminChange("load_model", name)
+            states = await plane(request).changes.submit(change)
         except control.LoadFailed as exc:
             return error_response(400, str(exc))
         except ServingError as exc:
@@ -161,7 +160,7 @@ def build_router(admin_token: str | None) -> APIRouter:
     async def unload(request: Request, name: str = MODEL_NAME) -> Response:
         await optional_body(request)
         try:
-            states = control.unload_model(plane(request).repository, name)
+            states = await plane(request).changes.submit(AdminChange("unload_model", name))
         except ServingError as exc:
             return render(exc)
         return FastJSONResponse({"name": name, "versions": [str(s.version) for s in states]})

@@ -50,6 +50,7 @@ from app.observability.context import RequestFacts, current
 from app.observability.logs import log_access
 from app.observability.metrics import Metrics
 from app.serving import control
+from app.serving.broadcast import AdminChange
 from app.serving.dataplane import DataPlane
 from app.serving.errors import (
     DeadlineExceeded,
@@ -456,10 +457,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: service_pb2.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.RepositoryModelLoadResponse:
         self.authorize(context)
-        repository = self.plane.repository
-        await asyncio.get_running_loop().run_in_executor(
-            None, control.load_model, repository, request.model_name
-        )
+        await self.plane.changes.submit(AdminChange("load_model", request.model_name))
         return service_pb2.RepositoryModelLoadResponse()
 
     @rpc
@@ -467,7 +465,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: service_pb2.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.RepositoryModelUnloadResponse:
         self.authorize(context)
-        control.unload_model(self.plane.repository, request.model_name)
+        await self.plane.changes.submit(AdminChange("unload_model", request.model_name))
         return service_pb2.RepositoryModelUnloadResponse()
 
     def time_limit(self, context: grpc.aio.ServicerContext, timeout_us: Any) -> float:

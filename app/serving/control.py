@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from app.artifacts import version_dirs
 from app.serving.errors import ModelNotFound, ServingError
-from app.serving.repository import ModelRepository, VersionState, VersionStatus
+from app.serving.repository import REMOVED, ModelRepository, VersionState, VersionStatus
 
 # Triton's state names: a failed or unloaded version is UNAVAILABLE, with the reason
 STATES = {
@@ -50,7 +50,7 @@ def index(repository: ModelRepository, ready_only: bool = False) -> list[IndexEn
 
 def reason(state: VersionState) -> str:
     if state.status is VersionStatus.UNLOADED:
-        return "unloaded"
+        return REMOVED if state.reason == REMOVED else "unloaded"
     if state.status is VersionStatus.FAILED and state.model is not None:
         return f"{state.reason} (the previously loaded copy still serves)"
     return state.reason

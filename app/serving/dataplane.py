@@ -40,6 +40,7 @@ from app.observability.payloads import PayloadLogger
 from app.serving import admission
 from app.serving.admission import Admission
 from app.serving.batching import Batcher
+from app.serving.broadcast import Broadcast
 from app.serving.errors import (
     DeadlineExceeded,
     FeedbackDisabled,
@@ -48,6 +49,7 @@ from app.serving.errors import (
     ServingError,
 )
 from app.serving.inference import ImageFile, InferenceRequest, InferenceResponse
+from app.serving.journal import Journal, journal_path
 from app.serving.model import ServedModel
 from app.serving.repository import ModelRepository, VersionRef, VersionState
 from app.serving.statistics import Statistics, Timing
@@ -100,6 +102,8 @@ class DataPlane:
                 settings.payload_log_buffer,
                 on_drop=dropped.inc,
             )
+        journal = journal_path()  # several workers: admin changes reach each through it
+        self.changes = Broadcast(repository, Journal(journal) if journal else None)
         self.statistics = Statistics()  # per version, in Triton's shape (OIP extension)
         self.feedback: FeedbackStore | None = None
         if settings.feedback:

@@ -56,6 +56,7 @@ class VersionState:
 
 
 OUTSIDE_POLICY = "outside the version policy"
+REMOVED = "removed from the models directory"
 VersionRef = int | str | None  # a number, a label, or None for the default version
 
 # a model without config.json; shared and never changed (the admin API edits copies)
@@ -238,6 +239,31 @@ class ModelRepository:
         for listener in self.listeners:
             listener(unloaded)
         return unloaded
+
+    def remove_version(self, name: str, version: int) -> VersionState:
+        """A version whose directory is gone stops serving (requests holding it finish);
+        it stays listed, UNLOADED with the reason, until its directory comes back."""
+        with self._lock:
+            previous = self._states.get(name, {}).get(version)
+            path = previous.path if previous else self.models_dir / name / str(version)
+            removed = VersionState(name, version, path, VersionStatus.UNLOADED, REMOVED)
+            self._states.setdefault(name, {})[version] = removed
+        for listener in self.listeners:
+            listener(removed)
+        return removed
+
+    def forget_model(self, name: str) -> None:
+        """A model with no version directory left leaves the listings: its name is then
+        as unknown as one that never existed."""
+        with self._lock:
+            states = self._states.pop(name, {})
+            self._configs.pop(name, None)
+            self._config_stamps.pop(name, None)
+            self._canary_credit.pop(name, None)
+        for state in states.values():
+            gone = VersionState(name, state.version, state.path, VersionStatus.UNLOADED, REMOVED)
+            for listener in self.listeners:
+                listener(gone)
 
     # ---------------------------------------------------------------- queries
     def names(self) -> list[str]:
