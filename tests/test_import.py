@@ -359,3 +359,46 @@ def test_unsupported_layers_and_bad_descriptions_are_named(
     assert result.returncode == 2, result.stderr
     assert "income_bins" in result.stderr and "Traceback" not in result.stderr
     assert CARD_FILE not in result.stdout
+
+
+def test_a_sample_gives_the_imported_version_its_reference_for_insight(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    model = preprocessing_model()
+    model.save(tmp_path / "churn.keras")
+    age, plan, y = churn_data(200, seed=3)
+    sample = tmp_path / "sample.csv"
+    sample.write_text(
+        "age,plan,churned\n"
+        + "".join(f"{a:.2f},{p},{int(t)}\n" for a, p, t in zip(age, plan, y, strict=True))
+    )
+    description = tmp_path / "about.yaml"
+    description.write_text("target: churned\n")
+    _, destination, notes = import_model(
+        tmp_path / "churn.keras", "churn", models_dir, None, description, sample
+    )
+    assert any("reference.json from 200 sample rows" in n for n in notes), notes
+    reference = json.loads((destination / "reference.json").read_text())
+    assert set(reference["drift"]["fields"]) == {"age", "plan"}
+    assert reference["calibration"]["temperature"] == 1.0  # the model's own probabilities
+
+    # without a sample the summary says what insight is missing, and drift answers 404
+    _, bare, bare_notes = import_model(tmp_path / "churn.keras", "bare", models_dir)
+    assert not (bare / "reference.json").exists()
+    assert any("no reference.json" in n and "drift" in n for n in bare_notes), bare_notes
+
+    with serve(models_dir) as client:
+        for row in ROWS:
+            assert client.post("/models/churn/predict", json=row).status_code == 200
+        drift = client.get("/models/churn/versions/1/drift")
+        assert drift.status_code == 200, drift.text
+        assert set(drift.json()["fields"]) == {"age", "plan"}
+        assert client.get("/models/bare/versions/1/drift").status_code == 404
+        assert client.get("/models/churn/versions/1/calibration").status_code == 200
+        explained = client.post("/models/churn/predict?explain=true", json=ROWS[0])
+        assert explained.status_code == 200, explained.text
+        explanation = explained.json()["predictions"][0]["explanation"]
+        assert set(explanation["attributions"]) == {"age", "plan"}
+        # the background is the sample's prototypes: attributions add up to value - base
+        total = sum(explanation["attributions"].values())
+        assert total == pytest.approx(explanation["value"] - explanation["base"], abs=1e-4)

@@ -769,15 +769,18 @@ def import_model(
             )
         save_pipeline(pipeline, staging / PIPELINE_FILE)
         metrics: dict[str, Metrics] = {}
+        probabilities = reference if output != "sigmoid" else np.hstack([1 - reference, reference])
         if sample is not None and description.target:
             if description.target not in sample.columns:
                 raise ImportProblem(f"target: {description.target!r} is not a column of the sample")
-            probabilities = (
-                reference if output != "sigmoid" else np.hstack([1 - reference, reference])
-            )
             metrics["sample"] = sample_metrics(
                 sample, description.target, probabilities, task, classes
             )
+        notes.append(
+            write_reference(
+                staging, pipeline, features, sample, description, probabilities, classes
+            )
+        )
         example = dict(rows[0].items())
         for f in features:
             if example.get(f["name"]) == UNSEEN:
@@ -826,6 +829,47 @@ def import_model(
         if staging.exists():
             shutil.rmtree(staging)
     return card, destination, notes
+
+
+NO_REFERENCE = (
+    "insight: no --sample, so no reference.json: drift and calibration answer 404, and "
+    "explanations compare against the card's example alone (import again with --sample)"
+)
+
+
+def write_reference(
+    staging: Path,
+    pipeline: TabularPipeline,
+    features: Sequence[dict[str, Any]],
+    sample: Any,
+    description: Description,
+    probabilities: np.ndarray,
+    classes: list[str],
+) -> str:
+    """reference.json from the sample, as training writes it; the note says what it holds
+    or, without a sample, which insight is unavailable."""
+    from app.encoding import EncodingError
+    from app.insight.reference import REFERENCE_FILE
+    from training.reference import from_sample
+
+    if sample is None:
+        return NO_REFERENCE
+    rows = sample_rows(sample, features, len(sample))
+    labels = None
+    if classes and description.target:  # measured on the rows the metrics used
+        truth = sample[description.target].head(len(probabilities)).astype(str).str.strip()
+        index = {c: i for i, c in enumerate(classes)}
+        if set(truth) <= index.keys():
+            labels = np.asarray([index[t] for t in truth], dtype=np.int64)
+    try:
+        found = from_sample(pipeline, rows, probabilities if labels is not None else None, labels)
+    except EncodingError as exc:
+        raise ImportProblem(f"sample: column {exc.field!r}: {exc.problem}") from None
+    (staging / REFERENCE_FILE).write_text(json.dumps(found, indent=1) + "\n")
+    held = "drift profile, explanation background" + (
+        ", calibration measured (no temperature fitted)" if labels is not None else ""
+    )
+    return f"insight: reference.json from {len(rows)} sample rows ({held})"
 
 
 def _describe(f: dict[str, Any]) -> str:
