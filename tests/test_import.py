@@ -313,13 +313,12 @@ def test_unsupported_layers_and_bad_descriptions_are_named(
     models_dir: Path, tmp_path: Path
 ) -> None:
     a = keras.Input(shape=(1,), name="income")
-    bins = keras.layers.Discretization(bin_boundaries=[10.0, 20.0], name="income_bins")
-    encoded = keras.layers.CategoryEncoding(num_tokens=3, output_mode="one_hot")(bins(a))
+    hashed = keras.layers.Hashing(num_bins=3, output_mode="one_hot", name="income_bins")(a)
     b = keras.Input(shape=(1,), name="size")
-    x = keras.layers.Concatenate()([encoded, b])
+    x = keras.layers.Concatenate()([hashed, b])
     model = keras.Model({"income": a, "size": b}, keras.layers.Dense(1, activation="sigmoid")(x))
     model.save(tmp_path / "bins.keras")
-    with pytest.raises(ImportProblem, match=r"income_bins.*Discretization"):
+    with pytest.raises(ImportProblem, match=r"income_bins.*Hashing"):
         import_model(tmp_path / "bins.keras", "bins", models_dir)
 
     plain = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1, activation="sigmoid")])
@@ -402,3 +401,143 @@ def test_a_sample_gives_the_imported_version_its_reference_for_insight(
         # the background is the sample's prototypes: attributions add up to value - base
         total = sum(explanation["attributions"].values())
         assert total == pytest.approx(explanation["value"] - explanation["base"], abs=1e-4)
+
+
+ROOMS = [1, 2, 3, 5]
+
+
+def house_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rooms = rng.choice(ROOMS, n).astype("int64")
+    income = rng.uniform(0, 40, n).astype("float32")
+    y = ((income > 18) ^ (rooms > 2)).astype("float32")
+    return rooms, income, y
+
+
+def binned_model(discretize: bool) -> Any:
+    """IntegerLookup on whole-number rooms and, optionally, Discretization on income."""
+    rooms, income, y = house_data(200)
+    r = keras.Input(shape=(1,), name="rooms", dtype="int64")
+    i = keras.Input(shape=(1,), name="income")
+    lookup = keras.layers.IntegerLookup(vocabulary=ROOMS, output_mode="int", name="rooms_ids")
+    pieces = [keras.layers.CategoryEncoding(num_tokens=5, output_mode="one_hot")(lookup(r))]
+    if discretize:
+        bins = keras.layers.Discretization(bin_boundaries=[10.0, 20.0, 30.0], name="income_bins")
+        pieces.append(keras.layers.CategoryEncoding(num_tokens=4, output_mode="one_hot")(bins(i)))
+    else:
+        norm = keras.layers.Normalization(name="income_norm")
+        norm.adapt(income.reshape(-1, 1))
+        pieces.append(norm(i))
+    x = keras.layers.Concatenate()(pieces)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    model = keras.Model({"rooms": r, "income": i}, keras.layers.Dense(1, activation="sigmoid")(x))
+    model.compile("adam", "binary_crossentropy")
+    inputs = {"rooms": rooms.reshape(-1, 1), "income": income.reshape(-1, 1)}
+    model.fit(inputs, y, epochs=1, verbose=0, batch_size=64)
+    return model
+
+
+HOUSES = [
+    {"rooms": 1, "income": 5.0},
+    {"rooms": 3, "income": 15.0},
+    {"rooms": 5, "income": 20.0},  # on a bin boundary: the upper bin, as in Keras
+    {"rooms": 7, "income": 39.0},  # 7 rooms never seen: the out-of-vocabulary column
+]
+
+
+def keras_predict(model: Any, rows: list[dict[str, Any]]) -> np.ndarray:
+    inputs = {
+        "rooms": np.asarray([[r["rooms"]] for r in rows], dtype="int64"),
+        "income": np.asarray([[r["income"]] for r in rows], dtype="float32"),
+    }
+    return np.asarray(model.predict(inputs, verbose=0))[:, 0]
+
+
+@pytest.mark.parametrize("discretize", [False, True])
+def test_integer_lookup_and_discretization_are_read_from_the_layers(
+    models_dir: Path, tmp_path: Path, discretize: bool
+) -> None:
+    model = binned_model(discretize)
+    model.save(tmp_path / "houses.keras")
+    card, destination, notes = import_model(tmp_path / "houses.keras", "houses", models_dir)
+    assert [(f.name, f.type, f.allowed) for f in card.inputs] == [
+        ("rooms", "category", ["1", "2", "3", "5"]),
+        ("income", "number", None),
+    ]
+    assert isinstance(card.example["rooms"], int)
+    pipeline = json.loads((destination / PIPELINE_FILE).read_text())
+    PipelineFile.model_validate(pipeline)
+    assert pipeline["features"][0]["integer"] is True
+    if discretize:  # ONNX has no Bucketize: the bins stay in the network, on TensorFlow
+        assert card.runtime == "tensorflow" and "10.0, 20.0, 30.0" in card.inputs[1].description
+        assert any("income_bins" in n and "inside the served network" in n for n in notes)
+    else:
+        assert card.runtime is None and (destination / ONNX_FILE).is_file()
+
+    expected = keras_predict(model, HOUSES)
+    with serve(models_dir) as client:
+        native = client.post("/models/houses/predict", json={"instances": HOUSES}).json()
+        got = [p["probabilities"]["1"] for p in native["predictions"]]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        assert native["predictions"][3]["unknown_categories"] == ["rooms"]
+        as_text = client.post("/models/houses/predict", json={"rooms": "3", "income": 15.0})
+        assert as_text.json()["predictions"][0]["probabilities"]["1"] == pytest.approx(
+            expected[1], abs=1e-5
+        )
+        body = {
+            "inputs": [
+                {
+                    "name": "rooms",
+                    "shape": [4],
+                    "datatype": "BYTES",
+                    "data": [str(r["rooms"]) for r in HOUSES],
+                },
+                {
+                    "name": "income",
+                    "shape": [4],
+                    "datatype": "FP32",
+                    "data": [r["income"] for r in HOUSES],
+                },
+            ]
+        }
+        v2 = client.post("/v2/models/houses/infer", json=body).json()
+        np.testing.assert_allclose(
+            np.asarray(v2["outputs"][0]["data"]).reshape(-1, 2)[:, 1], expected, atol=1e-5
+        )
+        metadata = client.get("/v2/models/houses").json()
+        assert [i["name"] for i in metadata["inputs"]] == ["rooms", "income"]
+        platform = "tensorflow_savedmodel" if discretize else "onnxruntime_onnx"
+        assert metadata["platform"] == platform  # the metadata says which runtime serves
+        bad = client.post("/models/houses/predict", json={"rooms": 2.5, "income": 1.0})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "rooms"
+
+
+def test_a_model_built_from_a_feature_space_is_read_layer_by_layer(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    rooms, income, _ = house_data(120, seed=2)
+    data = {"rooms": rooms, "income": income}
+    space = keras.utils.FeatureSpace(
+        features={
+            "rooms": keras.utils.FeatureSpace.integer_categorical(num_oov_indices=1),
+            "income": keras.utils.FeatureSpace.float_normalized(),
+        },
+        output_mode="concat",
+    )
+    space.adapt(tf.data.Dataset.from_tensor_slices(data).batch(32))
+    encoded = space.get_encoded_features()
+    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(4)(encoded))
+    model = keras.Model(space.get_inputs(), out)
+    model.save(tmp_path / "space.keras")
+    card, _, _ = import_model(tmp_path / "space.keras", "space", models_dir)
+    assert {(f.name, f.type) for f in card.inputs} == {("rooms", "category"), ("income", "number")}
+    rows = HOUSES[:3]
+    inputs = {
+        "rooms": np.asarray([[r["rooms"]] for r in rows], dtype="int32"),
+        "income": np.asarray([[r["income"]] for r in rows], dtype="float32"),
+    }
+    expected = np.asarray(model.predict(inputs, verbose=0))[:, 0]
+    with serve(models_dir) as client:
+        native = client.post("/models/space/predict", json={"instances": rows}).json()
+        got = [p["probabilities"]["1"] for p in native["predictions"]]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)

@@ -8,12 +8,16 @@ every protocol, docs, playground and metrics.
 Where the encoding comes from, in order:
 
 1. **Keras preprocessing layers** in the model. Each named ``Input`` may pass through
-   ``Normalization`` (a number, standardised), or ``StringLookup`` with one-hot
-   output (directly, or ``output_mode="int"`` followed by ``CategoryEncoding``) (a
-   category), and every input then meets one ``Concatenate``. These layers are read
-   into ``pipeline.json``; the network after the ``Concatenate`` is what is exported.
-   Other preprocessing layers (``IntegerLookup``, ``Discretization``, ``Hashing``,
-   ``TextVectorization``, a ``FeatureSpace``) are refused with the layer's name.
+   ``Normalization`` (a number, standardised), ``StringLookup`` or ``IntegerLookup``
+   with one-hot output (directly, or ``output_mode="int"`` followed by
+   ``CategoryEncoding``) (a category; an ``IntegerLookup``'s values are whole numbers),
+   or ``Discretization`` (a number, binned: that layer stays in the served network,
+   which ONNX cannot express, so TensorFlow serves it), and every input then meets one
+   ``Concatenate`` (or a ``FeatureSpace``'s own, for a model built from
+   ``get_encoded_features()``). The other layers are read into ``pipeline.json``; the
+   network after the ``Concatenate`` is what is exported. ``Hashing``,
+   ``HashedCrossing``, ``TextVectorization`` and a ``FeatureSpace`` applied as one layer
+   are refused with the layer's name.
 2. **An input description** (YAML or JSON) for a plain network on one input vector:
    each raw field's type and values, in the order the vector was built; statistics
    not given are learned from a sample (CSV, or Parquet with pyarrow).
@@ -34,7 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -73,7 +77,22 @@ def difference(got: np.ndarray, expected: np.ndarray) -> float:
 
 CHECK_ROWS = 256
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-SUPPORTED_LAYERS = ("Normalization", "StringLookup", "CategoryEncoding")
+SUPPORTED_LAYERS = (
+    "Normalization",
+    "StringLookup",
+    "IntegerLookup",
+    "CategoryEncoding",
+    "Discretization",
+)
+# FeatureSpace.get_encoded_features() joins its inputs with its own TFDConcat layer
+CONCATENATIONS = frozenset({"Concatenate", "TFDConcat"})
+FEATURE_SPACE = (
+    "layer {name!r} (FeatureSpace) is applied as one layer, and its preprocessing cannot "
+    "be read from it; build the model from feature_space.get_inputs() and "
+    "feature_space.get_encoded_features() (its Normalization, StringLookup, IntegerLookup, "
+    "Discretization and CategoryEncoding layers are then read one by one), or apply the "
+    "FeatureSpace outside the model and import the network with --description"
+)
 PREPROCESSING_LAYERS = frozenset(
     {
         *SUPPORTED_LAYERS,
@@ -189,9 +208,9 @@ def numeric_feature(
 
 
 def categorical_feature(
-    name: str, vocabulary: list[str], other: bool, description: str = ""
+    name: str, vocabulary: list[str], other: bool, description: str = "", integer: bool = False
 ) -> dict[str, Any]:
-    return {
+    feature = {
         "name": name,
         "type": "categorical",
         "description": description,
@@ -202,6 +221,21 @@ def categorical_feature(
         "rare": [],
         "unknown": "other" if other else "zeros",
     }
+    if integer:  # IntegerLookup: the values are whole numbers, sent as numbers or strings
+        feature["integer"] = True
+    return feature
+
+
+def typed(feature: Mapping[str, Any], value: str) -> Any:
+    """A category value as a client sends it: an IntegerLookup's values are numbers."""
+    return int(value) if feature.get("integer") else value
+
+
+def unseen(feature: Mapping[str, Any]) -> Any:
+    """A category value training never saw (it exercises the out-of-vocabulary column)."""
+    if feature.get("integer"):
+        return max(int(v) for v in feature["vocabulary"]) + 1
+    return UNSEEN
 
 
 def ordinal_feature(name: str, order: list[str], description: str = "") -> dict[str, Any]:
@@ -234,22 +268,38 @@ def input_fields(features: Sequence[dict[str, Any]]) -> list[InputField]:
         elif f["type"] == "ordinal":
             fields.append(InputField(type="ordinal", allowed=f["order"], **common))
         else:
-            fields.append(InputField(type="category", allowed=sorted(f["vocabulary"]), **common))
+            key = int if f.get("integer") else None
+            allowed = sorted(f["vocabulary"], key=key)
+            fields.append(InputField(type="category", allowed=allowed, **common))
     return fields
 
 
 # --------------------------------------------------- reading preprocessing layers
 class LayerReading:
     """What the preprocessing layers say: features, the raw-to-network permutation,
-    and the tensor where the network proper starts (the ``Concatenate``'s output)."""
+    and the tensor where the network proper starts (the ``Concatenate``'s output).
+
+    ``parts`` has, per input of the ``Concatenate`` in order, the pipeline columns it
+    reads and the layers kept in the served network on top of them (``Discretization``:
+    the pipeline passes the raw number, the layer bins it, as in the original model)."""
 
     def __init__(
-        self, features: list[dict[str, Any]], order: list[int], start: Any, notes: list[str]
+        self,
+        features: list[dict[str, Any]],
+        order: list[int],
+        start: Any,
+        notes: list[str],
+        parts: list[tuple[list[int], list[Any]]] | None = None,
     ) -> None:
         self.features = features
         self.order = order  # network column j reads pipeline column order[j]
         self.start = start
         self.notes = notes
+        self.parts = parts or []
+
+    @property
+    def keeps_layers(self) -> bool:
+        return any(layers for _, layers in self.parts)
 
 
 def _kind(layer: Any) -> str:
@@ -271,11 +321,13 @@ def read_layers(model: keras.Model) -> LayerReading:
     concats = [
         layer
         for layer in model.layers
-        if _kind(layer) == "Concatenate"
+        if _kind(layer) in CONCATENATIONS
         and any(_kind(producer.get(id(t))) in starts for t in _inbound(layer))
     ]
     for layer in model.layers:
         kind = _kind(layer)
+        if kind == "FeatureSpace":
+            raise ImportProblem(FEATURE_SPACE.format(name=layer.name))
         if kind in PREPROCESSING_LAYERS and kind not in SUPPORTED_LAYERS:
             raise ImportProblem(
                 f"layer {layer.name!r} ({kind}) is not supported; the importer reads "
@@ -292,6 +344,7 @@ def read_layers(model: keras.Model) -> LayerReading:
     features: list[dict[str, Any]] = []
     order: list[int] = []
     notes: list[str] = []
+    parts: list[tuple[list[int], list[Any]]] = []
     offset = 0
     for tensor in _inbound(concat):
         chain: list[Any] = []
@@ -309,10 +362,11 @@ def read_layers(model: keras.Model) -> LayerReading:
             raise ImportProblem(f"layer {concat.name!r}: an input of it is not a model input")
         name = layer.name
         chain.reverse()
-        feature, columns, note = _read_chain(name, chain, layer)
+        feature, columns, note, kept = _read_chain(name, chain, layer)
         features.append(feature)
         notes.append(note)
         order.extend(offset + c for c in columns)
+        parts.append(([offset + c for c in columns], kept))
         offset += len(columns)
     names = [f["name"] for f in features]
     inputs = [producer[id(t)].name for t in keras.tree.flatten(model.inputs)]
@@ -324,13 +378,14 @@ def read_layers(model: keras.Model) -> LayerReading:
         )
     if len(set(names)) != len(names):
         raise ImportProblem(f"an input feeds {concat.name!r} twice: {names}")
-    return LayerReading(features, order, concat.output, notes)
+    return LayerReading(features, order, concat.output, notes, parts)
 
 
 def _read_chain(
     name: str, chain: list[Any], input_layer: Any
-) -> tuple[dict[str, Any], list[int], str]:
-    """One input's feature, and for each network column the pipeline column it reads."""
+) -> tuple[dict[str, Any], list[int], str, list[Any]]:
+    """One input's feature, for each network column the pipeline column it reads, a
+    note, and the layers kept in the served network (``Discretization``)."""
     kinds = [_kind(layer) for layer in chain]
     shape = tuple(input_layer.output.shape)
     if shape[1:] not in ((1,), ()):
@@ -345,6 +400,7 @@ def _read_chain(
             numeric_feature(name, 0.0, 1.0, integer="int" in dtype),
             [0],
             f"{name}: number, as is",
+            [],
         )
     if kinds == ["Normalization"]:
         layer = chain[0]
@@ -360,22 +416,23 @@ def _read_chain(
             feature,
             [0],
             f"{name}: number, standardised by {layer.name!r} (mean {mean[0]:.4g}, std {std:.4g})",
+            [],
         )
-    if kinds and kinds[0] == "StringLookup":
-        lookup = chain[0]
+    if kinds and kinds[0] == "Discretization":
+        return _read_discretization(name, chain, kinds, dtype)
+    if kinds and kinds[0] in ("StringLookup", "IntegerLookup"):
+        lookup, kind = chain[0], kinds[0]
         if lookup.mask_token is not None or lookup.invert:
             raise ImportProblem(
-                f"layer {lookup.name!r} (StringLookup): mask tokens and invert are not supported"
+                f"layer {lookup.name!r} ({kind}): mask tokens and invert are not supported"
             )
         oov = int(lookup.num_oov_indices)
         if oov > 1:
-            raise ImportProblem(
-                f"layer {lookup.name!r} (StringLookup): num_oov_indices must be 0 or 1"
-            )
+            raise ImportProblem(f"layer {lookup.name!r} ({kind}): num_oov_indices must be 0 or 1")
         vocabulary = [str(v) for v in lookup.get_vocabulary(include_special_tokens=False)]
         width = oov + len(vocabulary)
-        if (kinds == ["StringLookup"] and lookup.output_mode in ("one_hot", "multi_hot")) or (
-            kinds == ["StringLookup", "CategoryEncoding"]
+        if (kinds == [kind] and lookup.output_mode in ("one_hot", "multi_hot")) or (
+            kinds == [kind, "CategoryEncoding"]
             and lookup.output_mode == "int"
             and chain[1].output_mode in ("one_hot", "multi_hot")
             and int(chain[1].num_tokens) == width
@@ -384,19 +441,50 @@ def _read_chain(
         else:
             described = " -> ".join(f"{layer.name} ({_kind(layer)})" for layer in chain)
             raise ImportProblem(
-                f"input {name!r}: {described} is not supported; use StringLookup with "
+                f"input {name!r}: {described} is not supported; use {kind} with "
                 "output_mode='one_hot', or output_mode='int' then CategoryEncoding(one_hot) "
                 "with num_tokens = vocabulary size"
             )
         # Keras puts the out-of-vocabulary column first; the pipeline puts "other" last
         columns = [len(vocabulary)] * oov + list(range(len(vocabulary)))
-        feature = categorical_feature(name, vocabulary, other=oov == 1)
-        note = f"{name}: category of {len(vocabulary)} values, one-hot by {lookup.name!r}"
-        return feature, columns, note + (" (others share a column)" if oov else "")
+        integer = kind == "IntegerLookup"
+        feature = categorical_feature(name, vocabulary, other=oov == 1, integer=integer)
+        what = "whole-number category" if integer else "category"
+        note = f"{name}: {what} of {len(vocabulary)} values, one-hot by {lookup.name!r}"
+        return feature, columns, note + (" (others share a column)" if oov else ""), []
     described = " -> ".join(f"{layer.name} ({_kind(layer)})" for layer in chain)
     raise ImportProblem(
         f"input {name!r}: {described} is not supported (supported: {', '.join(SUPPORTED_LAYERS)})"
     )
+
+
+def _read_discretization(
+    name: str, chain: list[Any], kinds: list[str], dtype: str
+) -> tuple[dict[str, Any], list[int], str, list[Any]]:
+    """A binned number: the field is the raw number, and the bins stay in the network
+    (ONNX has no Bucketize, so such a version is served by TensorFlow)."""
+    layer = chain[0]
+    boundaries = getattr(layer, "bin_boundaries", None)
+    encoded = kinds == ["Discretization"] or (
+        kinds == ["Discretization", "CategoryEncoding"] and layer.output_mode == "int"
+    )
+    if boundaries is None or not encoded:
+        described = " -> ".join(f"{c.name} ({_kind(c)})" for c in chain)
+        raise ImportProblem(
+            f"input {name!r}: {described} is not supported; use an adapted (or "
+            "bin_boundaries) Discretization, alone or with output_mode='int' then "
+            "CategoryEncoding"
+        )
+    edges = [float(b) for b in boundaries]
+    feature = numeric_feature(
+        name,
+        0.0,
+        1.0,
+        integer="int" in dtype,
+        description=f"binned at {edges} inside the network",
+    )
+    note = f"{name}: number, binned at {edges} by {layer.name!r} inside the served network"
+    return feature, [0], note, list(chain)
 
 
 # ------------------------------------------------------------ plain models
@@ -527,7 +615,8 @@ def synthetic_rows(
             elif f["type"] == "ordinal":
                 row[f["name"]] = f["order"][i % len(f["order"])]
             else:
-                pool = [*f["vocabulary"], *([UNSEEN] if f["unknown"] == "other" else [])]
+                pool = [typed(f, v) for v in f["vocabulary"]]
+                pool += [unseen(f)] if f["unknown"] == "other" else []
                 row[f["name"]] = pool[i % len(pool)]
     return rows
 
@@ -540,6 +629,8 @@ def sample_rows(sample: Any, features: Sequence[dict[str, Any]], n: int) -> list
             value = record[f["name"]]
             if f["type"] == "numeric":
                 value = int(value) if f["integer"] else float(value)
+            elif f.get("integer"):
+                value = int(value)
             else:
                 value = str(value).strip()
             row[f["name"]] = value
@@ -559,6 +650,8 @@ def keras_inputs(
         values = [row[f["name"]] for row in rows]
         if f["type"] == "numeric":
             arrays[f["name"]] = tf.constant(np.asarray(values, dtype=np.float32).reshape(-1, 1))
+        elif f.get("integer"):
+            arrays[f["name"]] = tf.constant(np.asarray(values, dtype=np.int64).reshape(-1, 1))
         else:
             arrays[f["name"]] = tf.constant(np.asarray(values, dtype=str).reshape(-1, 1))
     return arrays
@@ -572,6 +665,8 @@ def network(model: keras.Model, reading: LayerReading | None) -> keras.Model:
     if reading is None:
         return model
     body = keras.Model(reading.start, model.outputs[0])
+    if reading.keeps_layers:
+        return _network_with_kept_layers(reading, body, f"{model.name}_network")
     order = reading.order
     inputs = keras.Input(shape=(len(order),), name="encoded")
     x = inputs
@@ -583,6 +678,38 @@ def network(model: keras.Model, reading: LayerReading | None) -> keras.Model:
         x = layer(x)
         layer.set_weights([permutation])
     return keras.Model(inputs, body(x), name=f"{model.name}_network")
+
+
+def _selection(width: int, columns: list[int], name: str) -> Any:
+    """A Dense layer of 0/1 weights picking ``columns`` of the pipeline's matrix exactly."""
+    import keras
+
+    pick = keras.layers.Dense(len(columns), use_bias=False, trainable=False, name=name)
+    pick.build((None, width))
+    weights = np.zeros((width, len(columns)), dtype=np.float32)
+    for j, source in enumerate(columns):
+        weights[source, j] = 1.0
+    pick.set_weights([weights])
+    return pick
+
+
+def _network_with_kept_layers(reading: LayerReading, body: keras.Model, name: str) -> keras.Model:
+    """Each input's columns picked from the pipeline's matrix, the kept layers applied to
+    them (the original layer objects, so their state is the model's), then the body."""
+    import keras
+
+    width = 1 + max(c for columns, _ in reading.parts for c in columns)
+    inputs = keras.Input(shape=(width,), name="encoded")
+    pieces = []
+    for i, (columns, layers) in enumerate(reading.parts):
+        x = _selection(width, columns, f"columns_{i}")(inputs)
+        for layer in layers:
+            x = layer(x)
+        pieces.append(x)
+    joined = (
+        keras.layers.Concatenate(name="encoded_inputs")(pieces) if len(pieces) > 1 else pieces[0]
+    )
+    return keras.Model(inputs, body(joined), name=name)
 
 
 def export(
@@ -783,8 +910,8 @@ def import_model(
         )
         example = dict(rows[0].items())
         for f in features:
-            if example.get(f["name"]) == UNSEEN:
-                example[f["name"]] = f["vocabulary"][0]
+            if f["type"] == "categorical" and example.get(f["name"]) == unseen(f):
+                example[f["name"]] = typed(f, f["vocabulary"][0])
         notes.append(
             f"task: {task} ({output} output)" + (f", classes {classes}" if classes else "")
         )
@@ -902,10 +1029,13 @@ def _libraries() -> dict[str, str]:
 HELP = f"""\
 Import your own Keras model as a served version of models/NAME.
 
-Supported preprocessing layers: {", ".join(SUPPORTED_LAYERS)} (StringLookup with
-one-hot output, or int output then CategoryEncoding one-hot), each input into one
-Concatenate. A plain network on one input vector needs --description. Tasks: binary
-(sigmoid), multiclass (softmax), regression (one linear output).
+Supported preprocessing layers: {", ".join(SUPPORTED_LAYERS)} (StringLookup and
+IntegerLookup with one-hot output, or int output then CategoryEncoding one-hot;
+Discretization alone or then CategoryEncoding, kept in the served network, which then
+runs on TensorFlow), each input into one Concatenate (or a FeatureSpace's, for a model
+built from get_encoded_features()). A plain network on one input vector needs
+--description. Tasks: binary (sigmoid), multiclass (softmax), regression (one linear
+output). --sample also writes reference.json (drift, explanation background).
 """
 
 
