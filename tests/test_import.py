@@ -541,3 +541,120 @@ def test_a_model_built_from_a_feature_space_is_read_layer_by_layer(
         native = client.post("/models/space/predict", json={"instances": rows}).json()
         got = [p["probabilities"]["1"] for p in native["predictions"]]
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def two_output_model() -> Any:
+    """One body, two named Keras outputs: a churn classifier and a spend regression."""
+    age, plan, y = churn_data(300, seed=4)
+    a = keras.Input(shape=(1,), name="age")
+    p = keras.Input(shape=(1,), name="plan", dtype="string")
+    norm = keras.layers.Normalization(name="age_norm")
+    norm.adapt(age.reshape(-1, 1))
+    lookup = keras.layers.StringLookup(vocabulary=PLANS, output_mode="one_hot")
+    x = keras.layers.Concatenate()([norm(a), lookup(p)])
+    x = keras.layers.Dense(8, activation="relu")(x)
+    churn = keras.layers.Dense(1, activation="sigmoid", name="churn_head")(x)
+    spend = keras.layers.Dense(1, name="spend_head")(x)
+    model = keras.Model({"age": a, "plan": p}, {"churn": churn, "spend": spend})
+    model.compile("adam", {"churn": "binary_crossentropy", "spend": "mse"})
+    inputs = {"age": age.reshape(-1, 1), "plan": tf.constant(plan.reshape(-1, 1))}
+    model.fit(inputs, {"churn": y, "spend": age * 0.1}, epochs=1, verbose=0, batch_size=64)
+    return model
+
+
+def test_a_two_output_model_serves_each_output_under_its_name(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    model = two_output_model()
+    model.save(tmp_path / "two.keras")
+    description = tmp_path / "two.yaml"
+    description.write_text("outputs:\n  churn: {classes: [stay, leave]}\n")
+    card, _, notes = import_model(tmp_path / "two.keras", "two", models_dir, None, description)
+    assert card.heads is not None
+    assert [(h.name, h.task, h.output, h.classes) for h in card.heads] == [
+        ("churn", "binary", "sigmoid", ["stay", "leave"]),
+        ("spend", "regression", "linear", []),
+    ]
+    assert any("'churn_label'" in n for n in notes)
+    answer = model(
+        {
+            "age": tf.constant([[r["age"]] for r in ROWS], dtype="float32"),
+            "plan": tf.constant([[r["plan"]] for r in ROWS]),
+        },
+        training=False,
+    )
+    churn = np.asarray(answer["churn"])[:, 0]
+    spend = np.asarray(answer["spend"])[:, 0]
+    labels = [["stay", "leave"][int(p >= 0.5)] for p in churn]
+
+    with serve(models_dir) as client:
+        native = client.post("/models/two/predict", json={"instances": ROWS}).json()
+        first = native["predictions"][0]
+        assert set(first) == {"churn", "spend", "unknown_categories", "out_of_range", "canonical"}
+        got = [p["churn"]["probabilities"]["leave"] for p in native["predictions"]]
+        np.testing.assert_allclose(got, churn, atol=1e-5, rtol=0)
+        assert [p["churn"]["label"] for p in native["predictions"]] == labels
+        np.testing.assert_allclose(
+            [p["spend"]["prediction"] for p in native["predictions"]], spend, atol=1e-5, rtol=0
+        )
+
+        v2 = client.post("/v2/models/two/infer", json=v2_body(ROWS)).json()
+        outputs = {o["name"]: o for o in v2["outputs"]}
+        assert list(outputs) == ["churn", "churn_label", "spend"]
+        assert outputs["churn"]["shape"] == [4, 2] and outputs["spend"]["shape"] == [4]
+        assert json.loads(outputs["churn"]["parameters"]["classes"]) == ["stay", "leave"]
+        probabilities = np.asarray(outputs["churn"]["data"]).reshape(-1, 2)[:, 1]
+        np.testing.assert_allclose(probabilities, churn, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(outputs["spend"]["data"], spend, atol=1e-5, rtol=0)
+        assert outputs["churn_label"]["data"] == labels
+        only = client.post(
+            "/v2/models/two/infer", json={**v2_body(ROWS), "outputs": [{"name": "spend"}]}
+        ).json()
+        assert [o["name"] for o in only["outputs"]] == ["spend"]
+        wrong = client.post(
+            "/v2/models/two/infer", json={**v2_body(ROWS), "outputs": [{"name": "label"}]}
+        )
+        assert wrong.status_code == 400 and "churn_label" in wrong.json()["error"]
+        metadata = client.get("/v2/models/two").json()
+        assert [o["name"] for o in metadata["outputs"]] == ["churn", "churn_label", "spend"]
+        assert "parameters" in metadata["outputs"][0]
+
+        tfs = client.post("/v1/models/two:predict", json={"instances": ROWS}).json()
+        assert set(tfs["predictions"][0]) == {"churn", "churn_label", "spend"}
+        np.testing.assert_allclose(
+            [p["spend"] for p in tfs["predictions"]], spend, atol=1e-5, rtol=0
+        )
+        signature = client.get("/v1/models/two/metadata").json()["metadata"]["signature_def"]
+        outputs_def = signature["signature_def"]["serving_default"]["outputs"]
+        assert list(outputs_def) == ["churn", "churn_label", "spend"]
+        explained = client.post("/models/two/predict?explain=true", json=ROWS[0])
+        assert explained.status_code == 422 and "single-output" in explained.text
+
+    # gRPC, through a running service: the same named tensors
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    from tests.live_server import grpc_address, service_process
+
+    with (
+        service_process(models_dir) as service,
+        grpc.insecure_channel(grpc_address(service.url)) as channel,
+    ):
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="two")
+        age = request.inputs.add(name="age", datatype="FP32", shape=[len(ROWS)])
+        age.contents.fp32_contents.extend(r["age"] for r in ROWS)
+        plan = request.inputs.add(name="plan", datatype="BYTES", shape=[len(ROWS)])
+        plan.contents.bytes_contents.extend(r["plan"].encode() for r in ROWS)
+        reply = stub.ModelInfer(request, timeout=60)
+        names = [o.name for o in reply.outputs]
+        assert names == ["churn", "churn_label", "spend"]
+        raw = dict(zip(names, reply.raw_output_contents, strict=True))  # raw by default
+        classes = reply.outputs[0].parameters["classes"].string_param
+        assert json.loads(classes) == ["stay", "leave"]
+        got = np.frombuffer(raw["churn"], dtype=np.float32).reshape(-1, 2)[:, 1]
+        np.testing.assert_allclose(got, churn, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.frombuffer(raw["spend"], np.float32), spend, atol=1e-5)
+        decoded = deserialize_bytes_tensor(raw["churn_label"])
+        assert [b.decode() for b in decoded] == labels

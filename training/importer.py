@@ -55,6 +55,7 @@ from app.artifacts import (
     InputField,
     Metrics,
     ModelCard,
+    OutputHead,
     parse_version,
     version_dirs,
     write_card,
@@ -132,6 +133,19 @@ class FieldDescription(BaseModel):
     std: float | None = Field(None, gt=0)
 
 
+Task = Literal["binary", "multiclass", "regression"]
+Activation = Literal["sigmoid", "softmax", "linear"]
+
+
+class OutputDescription(BaseModel):
+    """One output of a multi-output model, by its Keras name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task | None = None
+    classes: list[str] | None = None
+
+
 class Description(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -141,6 +155,9 @@ class Description(BaseModel):
     classes: list[str] | None = None
     target: str | None = Field(None, description="the sample's label column, for metrics")
     inputs: list[FieldDescription] = Field(default_factory=list)
+    outputs: dict[str, OutputDescription] = Field(
+        default_factory=dict, description="a multi-output model's outputs: task and classes"
+    )
 
 
 def read_description(path: Path) -> Description:
@@ -553,13 +570,18 @@ def read_output(
     """The task, last activation and classes, from the final layer (or the description)."""
     if len(model.outputs) != 1:
         names = [t.name for t in model.outputs]
-        raise ImportProblem(f"the model has {len(names)} outputs {names}; one output is supported")
+        raise ImportProblem(f"the model has {len(names)} outputs {names}; use read_heads")
     width = int(model.outputs[0].shape[-1] or 0)
-    last = model.layers[-1]
+    return _head_kind(model.layers[-1], width, description.task, description.classes)
+
+
+def _head_kind(
+    last: Any, width: int, task: Task | None, given: list[str] | None
+) -> tuple[Task, Activation, list[str]]:
+    """One output's task, activation and classes, from the layer that gives it."""
     activation = getattr(getattr(last, "activation", None), "__name__", None)
     if _kind(last) == "Softmax":
         activation = "softmax"
-    task = description.task
     if _kind(last) == "TFSMLayer":  # a SavedModel does not say its last activation
         if task is None:
             raise ImportProblem(
@@ -568,7 +590,7 @@ def read_output(
             )
         activation = "linear" if task == "regression" else "sigmoid" if width == 1 else "softmax"
     if activation == "sigmoid" and width == 1:
-        output: Literal["sigmoid", "softmax", "linear"] = "sigmoid"
+        output: Activation = "sigmoid"
         task = task or "binary"
     elif activation == "softmax" and width >= 2:
         output = "softmax"
@@ -587,12 +609,76 @@ def read_output(
     if task == "regression":
         return task, output, []
     count = 2 if output == "sigmoid" else width
-    classes = description.classes or [str(i) for i in range(count)]
+    classes = given or [str(i) for i in range(count)]
     if len(classes) != count:
         raise ImportProblem(
             f"classes: {len(classes)} given, but output layer {last.name!r} gives {count}"
         )
     return task, output, classes
+
+
+# the names a multi-output model's outputs may not take: the native answer's own keys
+RESERVED_OUTPUTS = frozenset(
+    {"probabilities", "label", "prediction", "unknown_categories", "out_of_range", "canonical"}
+    | {"explanation", "prepared"}
+)
+
+
+def output_tensors(model: keras.Model) -> list[tuple[str, Any]]:
+    """Each Keras output with its name: the dict key, or the name of the layer giving it."""
+    structure = model.output
+    if isinstance(structure, dict):
+        return [(str(k), t) for k, t in structure.items()]
+    producer = {id(layer.output): layer for layer in model.layers}
+    return [(producer[id(t)].name if id(t) in producer else t.name, t) for t in model.outputs]
+
+
+def read_heads(model: keras.Model, description: Description) -> list[OutputHead]:
+    """A multi-output model's outputs, each to be served under its name; [] for one output."""
+    if len(model.outputs) < 2:
+        if description.outputs:
+            raise ImportProblem("outputs: the description names outputs of a one-output model")
+        return []
+    named = output_tensors(model)
+    producer = {id(layer.output): layer for layer in model.layers}
+    heads: list[OutputHead] = []
+    for name, tensor in named:
+        layer = producer.get(id(tensor))
+        if layer is None or len(tensor.shape) != 2:
+            raise ImportProblem(
+                f"output {name!r}: shape {list(tensor.shape)}; each output must be one "
+                "[batch, n] tensor given by a layer (Dense, Softmax)"
+            )
+        given = description.outputs.get(name, OutputDescription())
+        task, output, classes = _head_kind(layer, int(tensor.shape[-1]), given.task, given.classes)
+        try:
+            heads.append(OutputHead(name=name, task=task, output=output, classes=classes))
+        except ValidationError:
+            raise ImportProblem(
+                f"output {name!r}: names must be letters, digits, _ . - (starting with a "
+                "letter or _) to be served as tensor names"
+            ) from None
+    names = [h.name for h in heads]
+    clashes = [n for n in names if n in RESERVED_OUTPUTS or n in {f"{m}_label" for m in names}]
+    if clashes:
+        raise ImportProblem(
+            f"output {clashes[0]!r}: the name is taken by the served answer "
+            f"({', '.join(sorted(RESERVED_OUTPUTS))}, or another output's NAME_label); "
+            "rename the output"
+        )
+    unknown = sorted(set(description.outputs) - set(names))
+    if unknown:
+        raise ImportProblem(f"outputs: {unknown[0]!r} is not an output of the model ({names})")
+    return heads
+
+
+def joined(answer: Any, heads: Sequence[OutputHead]) -> np.ndarray:
+    """The Keras model's answer as one matrix: its outputs side by side, in head order."""
+    if not heads:
+        return np.asarray(answer)
+    if isinstance(answer, dict):
+        return np.hstack([np.asarray(answer[h.name]) for h in heads])
+    return np.hstack([np.asarray(a) for a in answer])
 
 
 # ------------------------------------------------------------------ check rows
@@ -658,13 +744,22 @@ def keras_inputs(
 
 
 # ---------------------------------------------------------------------- export
-def network(model: keras.Model, reading: LayerReading | None) -> keras.Model:
-    """The network the service runs: on the pipeline's matrix, in the pipeline's order."""
+def network(
+    model: keras.Model, reading: LayerReading | None, heads: Sequence[OutputHead] = ()
+) -> keras.Model:
+    """The network the service runs: on the pipeline's matrix, in the pipeline's order,
+    with a multi-output model's outputs side by side in one matrix (so every runtime
+    gives one array, cut back into named outputs when served)."""
     import keras
 
+    tensors = [t for _, t in output_tensors(model)] if heads else [model.outputs[0]]
     if reading is None:
-        return model
-    body = keras.Model(reading.start, model.outputs[0])
+        if not heads:
+            return model
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        together = keras.layers.Concatenate(name="outputs")(tensors)
+        return keras.Model(inputs, together, name=f"{model.name}_network")
+    body = keras.Model(reading.start, tensors if heads else tensors[0])
     if reading.keeps_layers:
         return _network_with_kept_layers(reading, body, f"{model.name}_network")
     order = reading.order
@@ -677,7 +772,16 @@ def network(model: keras.Model, reading: LayerReading | None) -> keras.Model:
         layer = keras.layers.Dense(len(order), use_bias=False, trainable=False, name="columns")
         x = layer(x)
         layer.set_weights([permutation])
-    return keras.Model(inputs, body(x), name=f"{model.name}_network")
+    return keras.Model(inputs, _side_by_side(body(x)), name=f"{model.name}_network")
+
+
+def _side_by_side(outputs: Any) -> Any:
+    """Several outputs as one matrix (one array from every runtime); one as it is."""
+    import keras
+
+    if isinstance(outputs, (list, tuple)):
+        return keras.layers.Concatenate(name="outputs")(list(outputs))
+    return outputs
 
 
 def _selection(width: int, columns: list[int], name: str) -> Any:
@@ -709,7 +813,7 @@ def _network_with_kept_layers(reading: LayerReading, body: keras.Model, name: st
     joined = (
         keras.layers.Concatenate(name="encoded_inputs")(pieces) if len(pieces) > 1 else pieces[0]
     )
-    return keras.Model(inputs, body(joined), name=name)
+    return keras.Model(inputs, _side_by_side(body(joined)), name=name)
 
 
 def export(
@@ -868,7 +972,11 @@ def import_model(
                 f"{width} values, but the description encodes {pipeline_width} "
                 "(a number: 1, a category: one per value, an ordinal: 1)"
             )
-    task, output, classes = read_output(model, description)
+    heads = read_heads(model, description)
+    if heads:  # the card's task, output and classes repeat the first output's
+        task, output, classes = heads[0].task, heads[0].output, list(heads[0].classes)
+    else:
+        task, output, classes = read_output(model, description)
     pipeline = TabularPipeline(features)
 
     if sample is not None:
@@ -877,8 +985,8 @@ def import_model(
         rows = synthetic_rows(features, CHECK_ROWS)
     encoded = pipeline.encode_rows(rows).matrix
     raw = keras_inputs(features, rows) if reading is not None else encoded
-    reference = np.asarray(model(raw, training=False))
-    net = network(model, reading)
+    reference = joined(model(raw, training=False), heads)
+    net = network(model, reading, heads)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=_mkdir(models_dir / name)))
     try:
@@ -897,7 +1005,7 @@ def import_model(
         save_pipeline(pipeline, staging / PIPELINE_FILE)
         metrics: dict[str, Metrics] = {}
         probabilities = reference if output != "sigmoid" else np.hstack([1 - reference, reference])
-        if sample is not None and description.target:
+        if sample is not None and description.target and not heads:
             if description.target not in sample.columns:
                 raise ImportProblem(f"target: {description.target!r} is not a column of the sample")
             metrics["sample"] = sample_metrics(
@@ -905,16 +1013,29 @@ def import_model(
             )
         notes.append(
             write_reference(
-                staging, pipeline, features, sample, description, probabilities, classes
+                staging,
+                pipeline,
+                features,
+                sample,
+                description,
+                probabilities,
+                [] if heads else classes,  # no calibration of a multi-output model
             )
         )
         example = dict(rows[0].items())
         for f in features:
             if f["type"] == "categorical" and example.get(f["name"]) == unseen(f):
                 example[f["name"]] = typed(f, f["vocabulary"][0])
-        notes.append(
-            f"task: {task} ({output} output)" + (f", classes {classes}" if classes else "")
-        )
+        if heads:
+            notes.extend(
+                f"output {h.name!r}: {h.task} ({h.output})"
+                + (f", classes {h.classes}, labels as {h.name + '_label'!r}" if h.classes else "")
+                for h in heads
+            )
+        else:
+            notes.append(
+                f"task: {task} ({output} output)" + (f", classes {classes}" if classes else "")
+            )
         notes.append(
             f"runtime: {runtime}"
             + (
@@ -942,6 +1063,7 @@ def import_model(
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             runtime="tensorflow" if runtime == "tensorflow" else None,
             source=f"imported from {path.name} in {time.perf_counter() - started:.1f} s",
+            heads=heads or None,
         )
         write_card(card, staging)
         if history_path is not None and plot(
