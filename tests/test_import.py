@@ -629,6 +629,9 @@ def test_a_two_output_model_serves_each_output_under_its_name(
         assert list(outputs_def) == ["churn", "churn_label", "spend"]
         explained = client.post("/models/two/predict?explain=true", json=ROWS[0])
         assert explained.status_code == 422 and "single-output" in explained.text
+        document = client.get("/openapi.json").json()  # its documented example answers
+        shown = document["paths"]["/models/two/predict"]["post"]["responses"]["200"]
+        assert "spend" in json.dumps(shown)
 
     # gRPC, through a running service: the same named tensors
     import grpc
