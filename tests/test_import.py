@@ -661,3 +661,39 @@ def test_a_two_output_model_serves_each_output_under_its_name(
         np.testing.assert_allclose(np.frombuffer(raw["spend"], np.float32), spend, atol=1e-5)
         decoded = deserialize_bytes_tensor(raw["churn_label"])
         assert [b.decode() for b in decoded] == labels
+
+
+def test_a_plain_two_output_network_with_a_description(models_dir: Path, tmp_path: Path) -> None:
+    x = keras.Input(shape=(2,), name="x")
+    h = keras.layers.Dense(4, activation="relu")(x)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
+    size = keras.layers.Dense(1, name="size")(h)
+    model = keras.Model(x, [kind, size])  # a list: the outputs are named by their layers
+    model.save(tmp_path / "plain2.keras")
+    description = tmp_path / "plain2.json"
+    description.write_text(
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "a", "type": "number", "mean": 1.0, "std": 2.0},
+                    {"name": "b", "type": "number", "scale": "none"},
+                ],
+                "outputs": {"kind": {"classes": ["x", "y", "z"]}},
+            }
+        )
+    )
+    card, _, _ = import_model(tmp_path / "plain2.keras", "plain2", models_dir, None, description)
+    assert [h.name for h in card.heads or []] == ["kind", "size"]
+    row = {"a": 3.0, "b": -1.0}
+    kind_p, size_v = model(np.asarray([[(3.0 - 1.0) / 2.0, -1.0]], dtype="float32"))
+    with serve(models_dir) as client:
+        answer = client.post("/models/plain2/predict", json=row).json()["predictions"][0]
+    got = [answer["kind"]["probabilities"][c] for c in ("x", "y", "z")]
+    np.testing.assert_allclose(got, np.asarray(kind_p)[0], atol=1e-5, rtol=0)
+    assert answer["size"]["prediction"] == pytest.approx(float(np.asarray(size_v)[0, 0]), abs=1e-5)
+
+    description.write_text(json.dumps({**json.loads(description.read_text()), "outputs": {}}))
+    clash = keras.Model(x, {"label": kind, "size": size})
+    clash.save(tmp_path / "clash.keras")
+    with pytest.raises(ImportProblem, match=r"'label'.*taken"):
+        import_model(tmp_path / "clash.keras", "clash", models_dir, None, description)
