@@ -49,6 +49,15 @@ class Metrics(BaseModel):
     confusion_matrix: list[list[int]] | None = None
 
 
+class OutputHead(BaseModel):
+    """One named output of a multi-output model (a Keras output), served under its name."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+    task: Literal["binary", "multiclass", "regression"]
+    output: Literal["sigmoid", "softmax", "linear"]
+    classes: list[str] = Field(description="class order of its probabilities; [] for regression")
+
+
 class DataFile(BaseModel):
     file: str
     sha256: str
@@ -89,6 +98,12 @@ class ModelCard(BaseModel):
         None, description="a runtime this version requires (tensorflow: no ONNX export)"
     )
     source: str | None = Field(None, description="where an imported model came from")
+    heads: list[OutputHead] | None = Field(
+        None,
+        description="a multi-output model's outputs, in the network's order, each served "
+        "under its own name (a classifier's labels as NAME_label); task, output and "
+        "classes above repeat the first",
+    )
     # added for issue 12; optional so older cards stay valid
     target: str | None = Field(default=None, description="What the test split must show")
     target_met: bool | None = None

@@ -51,6 +51,11 @@ class CategoricalFeature(_Feature):
     unknown: Literal["other", "zeros"] = Field(
         description="what an unseen value sets: the 'other' column, or no column"
     )
+    integer: bool = Field(
+        False,
+        description="the values are whole numbers (a Keras IntegerLookup's): JSON integers "
+        "are accepted as well as their decimal strings",
+    )
 
 
 class OrdinalFeature(_Feature):

@@ -64,3 +64,36 @@ def test_a_regression_model_shows_its_value_and_card(browser: Any, regression_ur
     watch.problems = [p for p in watch.problems if p not in missing and p not in logged]
     watch.assert_clean()
     tab.close()
+
+
+@pytest.fixture(scope="module")
+def two_output_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.test_import import two_output_model
+    from training.importer import import_model
+
+    folder = tmp_path_factory.mktemp("two")
+    two_output_model().save(folder / "two.keras")
+    import_model(folder / "two.keras", "two", folder / "models")
+    with service_process(folder / "models") as service:
+        yield service.url
+
+
+def test_a_two_output_model_shows_each_named_output(browser: Any, two_output_url: str) -> None:
+    tab = browser.new_page()
+    watch = Watch(two_output_url)
+    watch.attach(tab)
+    tab.set_viewport_size(DESKTOP)
+    tab.goto(two_output_url + "/")
+    tab.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+    row = {"age": 33, "plan": "team"}
+    _fill(tab, "two", row)
+    section = tab.locator("#model-two")
+    section.locator("button[type=submit]").click()
+    _settled(tab, "two")
+    answer = httpx.post(f"{two_output_url}/models/two/predict", json=row).json()["predictions"][0]
+    shown = section.locator(".prediction").text_content() or ""
+    assert shown.startswith(f"churn: {answer['churn']['label']} · spend: ")
+    assert float(shown.rsplit(" ", 1)[1]) == pytest.approx(answer["spend"]["prediction"], rel=1e-5)
+    watch.problems = [p for p in watch.problems if "404" not in p]  # no reference.json
+    watch.assert_clean()
+    tab.close()

@@ -8,12 +8,16 @@ every protocol, docs, playground and metrics.
 Where the encoding comes from, in order:
 
 1. **Keras preprocessing layers** in the model. Each named ``Input`` may pass through
-   ``Normalization`` (a number, standardised), or ``StringLookup`` with one-hot
-   output (directly, or ``output_mode="int"`` followed by ``CategoryEncoding``) (a
-   category), and every input then meets one ``Concatenate``. These layers are read
-   into ``pipeline.json``; the network after the ``Concatenate`` is what is exported.
-   Other preprocessing layers (``IntegerLookup``, ``Discretization``, ``Hashing``,
-   ``TextVectorization``, a ``FeatureSpace``) are refused with the layer's name.
+   ``Normalization`` (a number, standardised), ``StringLookup`` or ``IntegerLookup``
+   with one-hot output (directly, or ``output_mode="int"`` followed by
+   ``CategoryEncoding``) (a category; an ``IntegerLookup``'s values are whole numbers),
+   or ``Discretization`` (a number, binned: that layer stays in the served network,
+   which ONNX cannot express, so TensorFlow serves it), and every input then meets one
+   ``Concatenate`` (or a ``FeatureSpace``'s own, for a model built from
+   ``get_encoded_features()``). The other layers are read into ``pipeline.json``; the
+   network after the ``Concatenate`` is what is exported. ``Hashing``,
+   ``HashedCrossing``, ``TextVectorization`` and a ``FeatureSpace`` applied as one layer
+   are refused with the layer's name.
 2. **An input description** (YAML or JSON) for a plain network on one input vector:
    each raw field's type and values, in the order the vector was built; statistics
    not given are learned from a sample (CSV, or Parquet with pyarrow).
@@ -34,7 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +55,7 @@ from app.artifacts import (
     InputField,
     Metrics,
     ModelCard,
+    OutputHead,
     parse_version,
     version_dirs,
     write_card,
@@ -73,7 +78,22 @@ def difference(got: np.ndarray, expected: np.ndarray) -> float:
 
 CHECK_ROWS = 256
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-SUPPORTED_LAYERS = ("Normalization", "StringLookup", "CategoryEncoding")
+SUPPORTED_LAYERS = (
+    "Normalization",
+    "StringLookup",
+    "IntegerLookup",
+    "CategoryEncoding",
+    "Discretization",
+)
+# FeatureSpace.get_encoded_features() joins its inputs with its own TFDConcat layer
+CONCATENATIONS = frozenset({"Concatenate", "TFDConcat"})
+FEATURE_SPACE = (
+    "layer {name!r} (FeatureSpace) is applied as one layer, and its preprocessing cannot "
+    "be read from it; build the model from feature_space.get_inputs() and "
+    "feature_space.get_encoded_features() (its Normalization, StringLookup, IntegerLookup, "
+    "Discretization and CategoryEncoding layers are then read one by one), or apply the "
+    "FeatureSpace outside the model and import the network with --description"
+)
 PREPROCESSING_LAYERS = frozenset(
     {
         *SUPPORTED_LAYERS,
@@ -113,6 +133,19 @@ class FieldDescription(BaseModel):
     std: float | None = Field(None, gt=0)
 
 
+Task = Literal["binary", "multiclass", "regression"]
+Activation = Literal["sigmoid", "softmax", "linear"]
+
+
+class OutputDescription(BaseModel):
+    """One output of a multi-output model, by its Keras name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task | None = None
+    classes: list[str] | None = None
+
+
 class Description(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -122,6 +155,9 @@ class Description(BaseModel):
     classes: list[str] | None = None
     target: str | None = Field(None, description="the sample's label column, for metrics")
     inputs: list[FieldDescription] = Field(default_factory=list)
+    outputs: dict[str, OutputDescription] = Field(
+        default_factory=dict, description="a multi-output model's outputs: task and classes"
+    )
 
 
 def read_description(path: Path) -> Description:
@@ -189,9 +225,9 @@ def numeric_feature(
 
 
 def categorical_feature(
-    name: str, vocabulary: list[str], other: bool, description: str = ""
+    name: str, vocabulary: list[str], other: bool, description: str = "", integer: bool = False
 ) -> dict[str, Any]:
-    return {
+    feature = {
         "name": name,
         "type": "categorical",
         "description": description,
@@ -202,6 +238,21 @@ def categorical_feature(
         "rare": [],
         "unknown": "other" if other else "zeros",
     }
+    if integer:  # IntegerLookup: the values are whole numbers, sent as numbers or strings
+        feature["integer"] = True
+    return feature
+
+
+def typed(feature: Mapping[str, Any], value: str) -> Any:
+    """A category value as a client sends it: an IntegerLookup's values are numbers."""
+    return int(value) if feature.get("integer") else value
+
+
+def unseen(feature: Mapping[str, Any]) -> Any:
+    """A category value training never saw (it exercises the out-of-vocabulary column)."""
+    if feature.get("integer"):
+        return max(int(v) for v in feature["vocabulary"]) + 1
+    return UNSEEN
 
 
 def ordinal_feature(name: str, order: list[str], description: str = "") -> dict[str, Any]:
@@ -234,22 +285,38 @@ def input_fields(features: Sequence[dict[str, Any]]) -> list[InputField]:
         elif f["type"] == "ordinal":
             fields.append(InputField(type="ordinal", allowed=f["order"], **common))
         else:
-            fields.append(InputField(type="category", allowed=sorted(f["vocabulary"]), **common))
+            key = int if f.get("integer") else None
+            allowed = sorted(f["vocabulary"], key=key)
+            fields.append(InputField(type="category", allowed=allowed, **common))
     return fields
 
 
 # --------------------------------------------------- reading preprocessing layers
 class LayerReading:
     """What the preprocessing layers say: features, the raw-to-network permutation,
-    and the tensor where the network proper starts (the ``Concatenate``'s output)."""
+    and the tensor where the network proper starts (the ``Concatenate``'s output).
+
+    ``parts`` has, per input of the ``Concatenate`` in order, the pipeline columns it
+    reads and the layers kept in the served network on top of them (``Discretization``:
+    the pipeline passes the raw number, the layer bins it, as in the original model)."""
 
     def __init__(
-        self, features: list[dict[str, Any]], order: list[int], start: Any, notes: list[str]
+        self,
+        features: list[dict[str, Any]],
+        order: list[int],
+        start: Any,
+        notes: list[str],
+        parts: list[tuple[list[int], list[Any]]] | None = None,
     ) -> None:
         self.features = features
         self.order = order  # network column j reads pipeline column order[j]
         self.start = start
         self.notes = notes
+        self.parts = parts or []
+
+    @property
+    def keeps_layers(self) -> bool:
+        return any(layers for _, layers in self.parts)
 
 
 def _kind(layer: Any) -> str:
@@ -271,11 +338,13 @@ def read_layers(model: keras.Model) -> LayerReading:
     concats = [
         layer
         for layer in model.layers
-        if _kind(layer) == "Concatenate"
+        if _kind(layer) in CONCATENATIONS
         and any(_kind(producer.get(id(t))) in starts for t in _inbound(layer))
     ]
     for layer in model.layers:
         kind = _kind(layer)
+        if kind == "FeatureSpace":
+            raise ImportProblem(FEATURE_SPACE.format(name=layer.name))
         if kind in PREPROCESSING_LAYERS and kind not in SUPPORTED_LAYERS:
             raise ImportProblem(
                 f"layer {layer.name!r} ({kind}) is not supported; the importer reads "
@@ -292,6 +361,7 @@ def read_layers(model: keras.Model) -> LayerReading:
     features: list[dict[str, Any]] = []
     order: list[int] = []
     notes: list[str] = []
+    parts: list[tuple[list[int], list[Any]]] = []
     offset = 0
     for tensor in _inbound(concat):
         chain: list[Any] = []
@@ -309,10 +379,11 @@ def read_layers(model: keras.Model) -> LayerReading:
             raise ImportProblem(f"layer {concat.name!r}: an input of it is not a model input")
         name = layer.name
         chain.reverse()
-        feature, columns, note = _read_chain(name, chain, layer)
+        feature, columns, note, kept = _read_chain(name, chain, layer)
         features.append(feature)
         notes.append(note)
         order.extend(offset + c for c in columns)
+        parts.append(([offset + c for c in columns], kept))
         offset += len(columns)
     names = [f["name"] for f in features]
     inputs = [producer[id(t)].name for t in keras.tree.flatten(model.inputs)]
@@ -324,13 +395,14 @@ def read_layers(model: keras.Model) -> LayerReading:
         )
     if len(set(names)) != len(names):
         raise ImportProblem(f"an input feeds {concat.name!r} twice: {names}")
-    return LayerReading(features, order, concat.output, notes)
+    return LayerReading(features, order, concat.output, notes, parts)
 
 
 def _read_chain(
     name: str, chain: list[Any], input_layer: Any
-) -> tuple[dict[str, Any], list[int], str]:
-    """One input's feature, and for each network column the pipeline column it reads."""
+) -> tuple[dict[str, Any], list[int], str, list[Any]]:
+    """One input's feature, for each network column the pipeline column it reads, a
+    note, and the layers kept in the served network (``Discretization``)."""
     kinds = [_kind(layer) for layer in chain]
     shape = tuple(input_layer.output.shape)
     if shape[1:] not in ((1,), ()):
@@ -345,6 +417,7 @@ def _read_chain(
             numeric_feature(name, 0.0, 1.0, integer="int" in dtype),
             [0],
             f"{name}: number, as is",
+            [],
         )
     if kinds == ["Normalization"]:
         layer = chain[0]
@@ -360,22 +433,23 @@ def _read_chain(
             feature,
             [0],
             f"{name}: number, standardised by {layer.name!r} (mean {mean[0]:.4g}, std {std:.4g})",
+            [],
         )
-    if kinds and kinds[0] == "StringLookup":
-        lookup = chain[0]
+    if kinds and kinds[0] == "Discretization":
+        return _read_discretization(name, chain, kinds, dtype)
+    if kinds and kinds[0] in ("StringLookup", "IntegerLookup"):
+        lookup, kind = chain[0], kinds[0]
         if lookup.mask_token is not None or lookup.invert:
             raise ImportProblem(
-                f"layer {lookup.name!r} (StringLookup): mask tokens and invert are not supported"
+                f"layer {lookup.name!r} ({kind}): mask tokens and invert are not supported"
             )
         oov = int(lookup.num_oov_indices)
         if oov > 1:
-            raise ImportProblem(
-                f"layer {lookup.name!r} (StringLookup): num_oov_indices must be 0 or 1"
-            )
+            raise ImportProblem(f"layer {lookup.name!r} ({kind}): num_oov_indices must be 0 or 1")
         vocabulary = [str(v) for v in lookup.get_vocabulary(include_special_tokens=False)]
         width = oov + len(vocabulary)
-        if (kinds == ["StringLookup"] and lookup.output_mode in ("one_hot", "multi_hot")) or (
-            kinds == ["StringLookup", "CategoryEncoding"]
+        if (kinds == [kind] and lookup.output_mode in ("one_hot", "multi_hot")) or (
+            kinds == [kind, "CategoryEncoding"]
             and lookup.output_mode == "int"
             and chain[1].output_mode in ("one_hot", "multi_hot")
             and int(chain[1].num_tokens) == width
@@ -384,19 +458,50 @@ def _read_chain(
         else:
             described = " -> ".join(f"{layer.name} ({_kind(layer)})" for layer in chain)
             raise ImportProblem(
-                f"input {name!r}: {described} is not supported; use StringLookup with "
+                f"input {name!r}: {described} is not supported; use {kind} with "
                 "output_mode='one_hot', or output_mode='int' then CategoryEncoding(one_hot) "
                 "with num_tokens = vocabulary size"
             )
         # Keras puts the out-of-vocabulary column first; the pipeline puts "other" last
         columns = [len(vocabulary)] * oov + list(range(len(vocabulary)))
-        feature = categorical_feature(name, vocabulary, other=oov == 1)
-        note = f"{name}: category of {len(vocabulary)} values, one-hot by {lookup.name!r}"
-        return feature, columns, note + (" (others share a column)" if oov else "")
+        integer = kind == "IntegerLookup"
+        feature = categorical_feature(name, vocabulary, other=oov == 1, integer=integer)
+        what = "whole-number category" if integer else "category"
+        note = f"{name}: {what} of {len(vocabulary)} values, one-hot by {lookup.name!r}"
+        return feature, columns, note + (" (others share a column)" if oov else ""), []
     described = " -> ".join(f"{layer.name} ({_kind(layer)})" for layer in chain)
     raise ImportProblem(
         f"input {name!r}: {described} is not supported (supported: {', '.join(SUPPORTED_LAYERS)})"
     )
+
+
+def _read_discretization(
+    name: str, chain: list[Any], kinds: list[str], dtype: str
+) -> tuple[dict[str, Any], list[int], str, list[Any]]:
+    """A binned number: the field is the raw number, and the bins stay in the network
+    (ONNX has no Bucketize, so such a version is served by TensorFlow)."""
+    layer = chain[0]
+    boundaries = getattr(layer, "bin_boundaries", None)
+    encoded = kinds == ["Discretization"] or (
+        kinds == ["Discretization", "CategoryEncoding"] and layer.output_mode == "int"
+    )
+    if boundaries is None or not encoded:
+        described = " -> ".join(f"{c.name} ({_kind(c)})" for c in chain)
+        raise ImportProblem(
+            f"input {name!r}: {described} is not supported; use an adapted (or "
+            "bin_boundaries) Discretization, alone or with output_mode='int' then "
+            "CategoryEncoding"
+        )
+    edges = [float(b) for b in boundaries]
+    feature = numeric_feature(
+        name,
+        0.0,
+        1.0,
+        integer="int" in dtype,
+        description=f"binned at {edges} inside the network",
+    )
+    note = f"{name}: number, binned at {edges} by {layer.name!r} inside the served network"
+    return feature, [0], note, list(chain)
 
 
 # ------------------------------------------------------------ plain models
@@ -465,13 +570,18 @@ def read_output(
     """The task, last activation and classes, from the final layer (or the description)."""
     if len(model.outputs) != 1:
         names = [t.name for t in model.outputs]
-        raise ImportProblem(f"the model has {len(names)} outputs {names}; one output is supported")
+        raise ImportProblem(f"the model has {len(names)} outputs {names}; use read_heads")
     width = int(model.outputs[0].shape[-1] or 0)
-    last = model.layers[-1]
+    return _head_kind(model.layers[-1], width, description.task, description.classes)
+
+
+def _head_kind(
+    last: Any, width: int, task: Task | None, given: list[str] | None
+) -> tuple[Task, Activation, list[str]]:
+    """One output's task, activation and classes, from the layer that gives it."""
     activation = getattr(getattr(last, "activation", None), "__name__", None)
     if _kind(last) == "Softmax":
         activation = "softmax"
-    task = description.task
     if _kind(last) == "TFSMLayer":  # a SavedModel does not say its last activation
         if task is None:
             raise ImportProblem(
@@ -480,7 +590,7 @@ def read_output(
             )
         activation = "linear" if task == "regression" else "sigmoid" if width == 1 else "softmax"
     if activation == "sigmoid" and width == 1:
-        output: Literal["sigmoid", "softmax", "linear"] = "sigmoid"
+        output: Activation = "sigmoid"
         task = task or "binary"
     elif activation == "softmax" and width >= 2:
         output = "softmax"
@@ -499,12 +609,76 @@ def read_output(
     if task == "regression":
         return task, output, []
     count = 2 if output == "sigmoid" else width
-    classes = description.classes or [str(i) for i in range(count)]
+    classes = given or [str(i) for i in range(count)]
     if len(classes) != count:
         raise ImportProblem(
             f"classes: {len(classes)} given, but output layer {last.name!r} gives {count}"
         )
     return task, output, classes
+
+
+# the names a multi-output model's outputs may not take: the native answer's own keys
+RESERVED_OUTPUTS = frozenset(
+    {"probabilities", "label", "prediction", "unknown_categories", "out_of_range", "canonical"}
+    | {"explanation", "prepared"}
+)
+
+
+def output_tensors(model: keras.Model) -> list[tuple[str, Any]]:
+    """Each Keras output with its name: the dict key, or the name of the layer giving it."""
+    structure = model.output
+    if isinstance(structure, dict):
+        return [(str(k), t) for k, t in structure.items()]
+    producer = {id(layer.output): layer for layer in model.layers}
+    return [(producer[id(t)].name if id(t) in producer else t.name, t) for t in model.outputs]
+
+
+def read_heads(model: keras.Model, description: Description) -> list[OutputHead]:
+    """A multi-output model's outputs, each to be served under its name; [] for one output."""
+    if len(model.outputs) < 2:
+        if description.outputs:
+            raise ImportProblem("outputs: the description names outputs of a one-output model")
+        return []
+    named = output_tensors(model)
+    producer = {id(layer.output): layer for layer in model.layers}
+    heads: list[OutputHead] = []
+    for name, tensor in named:
+        layer = producer.get(id(tensor))
+        if layer is None or len(tensor.shape) != 2:
+            raise ImportProblem(
+                f"output {name!r}: shape {list(tensor.shape)}; each output must be one "
+                "[batch, n] tensor given by a layer (Dense, Softmax)"
+            )
+        given = description.outputs.get(name, OutputDescription())
+        task, output, classes = _head_kind(layer, int(tensor.shape[-1]), given.task, given.classes)
+        try:
+            heads.append(OutputHead(name=name, task=task, output=output, classes=classes))
+        except ValidationError:
+            raise ImportProblem(
+                f"output {name!r}: names must be letters, digits, _ . - (starting with a "
+                "letter or _) to be served as tensor names"
+            ) from None
+    names = [h.name for h in heads]
+    clashes = [n for n in names if n in RESERVED_OUTPUTS or n in {f"{m}_label" for m in names}]
+    if clashes:
+        raise ImportProblem(
+            f"output {clashes[0]!r}: the name is taken by the served answer "
+            f"({', '.join(sorted(RESERVED_OUTPUTS))}, or another output's NAME_label); "
+            "rename the output"
+        )
+    unknown = sorted(set(description.outputs) - set(names))
+    if unknown:
+        raise ImportProblem(f"outputs: {unknown[0]!r} is not an output of the model ({names})")
+    return heads
+
+
+def joined(answer: Any, heads: Sequence[OutputHead]) -> np.ndarray:
+    """The Keras model's answer as one matrix: its outputs side by side, in head order."""
+    if not heads:
+        return np.asarray(answer)
+    if isinstance(answer, dict):
+        return np.hstack([np.asarray(answer[h.name]) for h in heads])
+    return np.hstack([np.asarray(a) for a in answer])
 
 
 # ------------------------------------------------------------------ check rows
@@ -527,7 +701,8 @@ def synthetic_rows(
             elif f["type"] == "ordinal":
                 row[f["name"]] = f["order"][i % len(f["order"])]
             else:
-                pool = [*f["vocabulary"], *([UNSEEN] if f["unknown"] == "other" else [])]
+                pool = [typed(f, v) for v in f["vocabulary"]]
+                pool += [unseen(f)] if f["unknown"] == "other" else []
                 row[f["name"]] = pool[i % len(pool)]
     return rows
 
@@ -540,6 +715,8 @@ def sample_rows(sample: Any, features: Sequence[dict[str, Any]], n: int) -> list
             value = record[f["name"]]
             if f["type"] == "numeric":
                 value = int(value) if f["integer"] else float(value)
+            elif f.get("integer"):
+                value = int(value)
             else:
                 value = str(value).strip()
             row[f["name"]] = value
@@ -559,19 +736,32 @@ def keras_inputs(
         values = [row[f["name"]] for row in rows]
         if f["type"] == "numeric":
             arrays[f["name"]] = tf.constant(np.asarray(values, dtype=np.float32).reshape(-1, 1))
+        elif f.get("integer"):
+            arrays[f["name"]] = tf.constant(np.asarray(values, dtype=np.int64).reshape(-1, 1))
         else:
             arrays[f["name"]] = tf.constant(np.asarray(values, dtype=str).reshape(-1, 1))
     return arrays
 
 
 # ---------------------------------------------------------------------- export
-def network(model: keras.Model, reading: LayerReading | None) -> keras.Model:
-    """The network the service runs: on the pipeline's matrix, in the pipeline's order."""
+def network(
+    model: keras.Model, reading: LayerReading | None, heads: Sequence[OutputHead] = ()
+) -> keras.Model:
+    """The network the service runs: on the pipeline's matrix, in the pipeline's order,
+    with a multi-output model's outputs side by side in one matrix (so every runtime
+    gives one array, cut back into named outputs when served)."""
     import keras
 
+    tensors = [t for _, t in output_tensors(model)] if heads else [model.outputs[0]]
     if reading is None:
-        return model
-    body = keras.Model(reading.start, model.outputs[0])
+        if not heads:
+            return model
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        together = keras.layers.Concatenate(name="outputs")(tensors)
+        return keras.Model(inputs, together, name=f"{model.name}_network")
+    body = keras.Model(reading.start, tensors if heads else tensors[0])
+    if reading.keeps_layers:
+        return _network_with_kept_layers(reading, body, f"{model.name}_network")
     order = reading.order
     inputs = keras.Input(shape=(len(order),), name="encoded")
     x = inputs
@@ -582,7 +772,48 @@ def network(model: keras.Model, reading: LayerReading | None) -> keras.Model:
         layer = keras.layers.Dense(len(order), use_bias=False, trainable=False, name="columns")
         x = layer(x)
         layer.set_weights([permutation])
-    return keras.Model(inputs, body(x), name=f"{model.name}_network")
+    return keras.Model(inputs, _side_by_side(body(x)), name=f"{model.name}_network")
+
+
+def _side_by_side(outputs: Any) -> Any:
+    """Several outputs as one matrix (one array from every runtime); one as it is."""
+    import keras
+
+    if isinstance(outputs, (list, tuple)):
+        return keras.layers.Concatenate(name="outputs")(list(outputs))
+    return outputs
+
+
+def _selection(width: int, columns: list[int], name: str) -> Any:
+    """A Dense layer of 0/1 weights picking ``columns`` of the pipeline's matrix exactly."""
+    import keras
+
+    pick = keras.layers.Dense(len(columns), use_bias=False, trainable=False, name=name)
+    pick.build((None, width))
+    weights = np.zeros((width, len(columns)), dtype=np.float32)
+    for j, source in enumerate(columns):
+        weights[source, j] = 1.0
+    pick.set_weights([weights])
+    return pick
+
+
+def _network_with_kept_layers(reading: LayerReading, body: keras.Model, name: str) -> keras.Model:
+    """Each input's columns picked from the pipeline's matrix, the kept layers applied to
+    them (the original layer objects, so their state is the model's), then the body."""
+    import keras
+
+    width = 1 + max(c for columns, _ in reading.parts for c in columns)
+    inputs = keras.Input(shape=(width,), name="encoded")
+    pieces = []
+    for i, (columns, layers) in enumerate(reading.parts):
+        x = _selection(width, columns, f"columns_{i}")(inputs)
+        for layer in layers:
+            x = layer(x)
+        pieces.append(x)
+    joined = (
+        keras.layers.Concatenate(name="encoded_inputs")(pieces) if len(pieces) > 1 else pieces[0]
+    )
+    return keras.Model(inputs, _side_by_side(body(joined)), name=name)
 
 
 def export(
@@ -741,7 +972,11 @@ def import_model(
                 f"{width} values, but the description encodes {pipeline_width} "
                 "(a number: 1, a category: one per value, an ordinal: 1)"
             )
-    task, output, classes = read_output(model, description)
+    heads = read_heads(model, description)
+    if heads:  # the card's task, output and classes repeat the first output's
+        task, output, classes = heads[0].task, heads[0].output, list(heads[0].classes)
+    else:
+        task, output, classes = read_output(model, description)
     pipeline = TabularPipeline(features)
 
     if sample is not None:
@@ -750,8 +985,8 @@ def import_model(
         rows = synthetic_rows(features, CHECK_ROWS)
     encoded = pipeline.encode_rows(rows).matrix
     raw = keras_inputs(features, rows) if reading is not None else encoded
-    reference = np.asarray(model(raw, training=False))
-    net = network(model, reading)
+    reference = joined(model(raw, training=False), heads)
+    net = network(model, reading, heads)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=_mkdir(models_dir / name)))
     try:
@@ -769,22 +1004,38 @@ def import_model(
             )
         save_pipeline(pipeline, staging / PIPELINE_FILE)
         metrics: dict[str, Metrics] = {}
-        if sample is not None and description.target:
+        probabilities = reference if output != "sigmoid" else np.hstack([1 - reference, reference])
+        if sample is not None and description.target and not heads:
             if description.target not in sample.columns:
                 raise ImportProblem(f"target: {description.target!r} is not a column of the sample")
-            probabilities = (
-                reference if output != "sigmoid" else np.hstack([1 - reference, reference])
-            )
             metrics["sample"] = sample_metrics(
                 sample, description.target, probabilities, task, classes
             )
+        notes.append(
+            write_reference(
+                staging,
+                pipeline,
+                features,
+                sample,
+                description,
+                probabilities,
+                [] if heads else classes,  # no calibration of a multi-output model
+            )
+        )
         example = dict(rows[0].items())
         for f in features:
-            if example.get(f["name"]) == UNSEEN:
-                example[f["name"]] = f["vocabulary"][0]
-        notes.append(
-            f"task: {task} ({output} output)" + (f", classes {classes}" if classes else "")
-        )
+            if f["type"] == "categorical" and example.get(f["name"]) == unseen(f):
+                example[f["name"]] = typed(f, f["vocabulary"][0])
+        if heads:
+            notes.extend(
+                f"output {h.name!r}: {h.task} ({h.output})"
+                + (f", classes {h.classes}, labels as {h.name + '_label'!r}" if h.classes else "")
+                for h in heads
+            )
+        else:
+            notes.append(
+                f"task: {task} ({output} output)" + (f", classes {classes}" if classes else "")
+            )
         notes.append(
             f"runtime: {runtime}"
             + (
@@ -812,6 +1063,7 @@ def import_model(
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             runtime="tensorflow" if runtime == "tensorflow" else None,
             source=f"imported from {path.name} in {time.perf_counter() - started:.1f} s",
+            heads=heads or None,
         )
         write_card(card, staging)
         if history_path is not None and plot(
@@ -826,6 +1078,47 @@ def import_model(
         if staging.exists():
             shutil.rmtree(staging)
     return card, destination, notes
+
+
+NO_REFERENCE = (
+    "insight: no --sample, so no reference.json: drift and calibration answer 404, and "
+    "explanations compare against the card's example alone (import again with --sample)"
+)
+
+
+def write_reference(
+    staging: Path,
+    pipeline: TabularPipeline,
+    features: Sequence[dict[str, Any]],
+    sample: Any,
+    description: Description,
+    probabilities: np.ndarray,
+    classes: list[str],
+) -> str:
+    """reference.json from the sample, as training writes it; the note says what it holds
+    or, without a sample, which insight is unavailable."""
+    from app.encoding import EncodingError
+    from app.insight.reference import REFERENCE_FILE
+    from training.reference import from_sample
+
+    if sample is None:
+        return NO_REFERENCE
+    rows = sample_rows(sample, features, len(sample))
+    labels = None
+    if classes and description.target:  # measured on the rows the metrics used
+        truth = sample[description.target].head(len(probabilities)).astype(str).str.strip()
+        index = {c: i for i, c in enumerate(classes)}
+        if set(truth) <= index.keys():
+            labels = np.asarray([index[t] for t in truth], dtype=np.int64)
+    try:
+        found = from_sample(pipeline, rows, probabilities if labels is not None else None, labels)
+    except EncodingError as exc:
+        raise ImportProblem(f"sample: column {exc.field!r}: {exc.problem}") from None
+    (staging / REFERENCE_FILE).write_text(json.dumps(found, indent=1) + "\n")
+    held = "drift profile, explanation background" + (
+        ", calibration measured (no temperature fitted)" if labels is not None else ""
+    )
+    return f"insight: reference.json from {len(rows)} sample rows ({held})"
 
 
 def _describe(f: dict[str, Any]) -> str:
@@ -858,10 +1151,13 @@ def _libraries() -> dict[str, str]:
 HELP = f"""\
 Import your own Keras model as a served version of models/NAME.
 
-Supported preprocessing layers: {", ".join(SUPPORTED_LAYERS)} (StringLookup with
-one-hot output, or int output then CategoryEncoding one-hot), each input into one
-Concatenate. A plain network on one input vector needs --description. Tasks: binary
-(sigmoid), multiclass (softmax), regression (one linear output).
+Supported preprocessing layers: {", ".join(SUPPORTED_LAYERS)} (StringLookup and
+IntegerLookup with one-hot output, or int output then CategoryEncoding one-hot;
+Discretization alone or then CategoryEncoding, kept in the served network, which then
+runs on TensorFlow), each input into one Concatenate (or a FeatureSpace's, for a model
+built from get_encoded_features()). A plain network on one input vector needs
+--description. Tasks: binary (sigmoid), multiclass (softmax), regression (one linear
+output). --sample also writes reference.json (drift, explanation background).
 """
 
 

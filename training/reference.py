@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,21 @@ PR_POINTS = 101
 log = logging.getLogger(__name__)
 
 
+class Records:
+    """Raw records (a sample given to ``keras-serve import``) with the two methods
+    ``background`` uses of a training split: ``take`` and ``columns``."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.rows = list(rows)
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> Records:
+        return Records([self.rows[int(i)] for i in indices])
+
+    def columns(self) -> dict[str, list[Any]]:
+        names = self.rows[0].keys() if self.rows else ()
+        return {name: [row.get(name) for row in self.rows] for name in names}
+
+
 def background(data: Any, x: np.ndarray, pipeline: TabularPipeline, seed: int) -> dict[str, Any]:
     """Cluster prototypes: aggregates of the training split, never rows of it."""
     from collections import Counter
@@ -57,12 +73,13 @@ def background(data: Any, x: np.ndarray, pipeline: TabularPipeline, seed: int) -
 
     rng = np.random.default_rng(seed)
     rows = rng.permutation(len(x))[:KMEANS_MAX_ROWS]
-    kmeans = KMeans(n_clusters=BACKGROUND_ROWS, n_init=3, random_state=seed)
+    clusters_wanted = min(BACKGROUND_ROWS, len(rows))  # a small sample has fewer rows
+    kmeans = KMeans(n_clusters=clusters_wanted, n_init=3, random_state=seed)
     clusters = kmeans.fit_predict(x[rows].astype(np.float64))
     columns = data.take(rows).columns()
     prototypes: list[dict[str, Any]] = []
     weights: list[float] = []
-    for k in range(BACKGROUND_ROWS):
+    for k in range(clusters_wanted):
         members = np.flatnonzero(clusters == k)
         if not len(members):
             continue
@@ -83,7 +100,7 @@ def background(data: Any, x: np.ndarray, pipeline: TabularPipeline, seed: int) -
     return {
         "rows": prototypes,
         "weights": weights,
-        "method": f"k-means (k={BACKGROUND_ROWS}, seed {seed}) on {len(rows)} encoded "
+        "method": f"k-means (k={clusters_wanted}, seed {seed}) on {len(rows)} encoded "
         "training rows; each cluster is one prototype record (median of each number, "
         "most common value of each category) weighted by the cluster's share",
     }
@@ -202,6 +219,47 @@ def generate(version_dir: Path, data_dir: Path | None) -> dict[str, Any]:
         reference["threshold"] = threshold(calibrated, validation.labels)
     (version_dir / REFERENCE_FILE).write_text(json.dumps(reference, indent=1) + "\n")
     plot(reference["calibration"], f"{card.name} v{card.version}", version_dir / CALIBRATION_PLOT)
+    return reference
+
+
+def from_sample(
+    pipeline: TabularPipeline,
+    rows: Sequence[Mapping[str, Any]],
+    probabilities: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """reference.json for an imported version, from the sample rows given to import.
+
+    Background and drift profile as training writes them (the sample stands in for the
+    training split). With labels, calibration is *measured* (ECE, reliability bins) but
+    no temperature is fitted: the sample may hold the rows the model trained on, and a
+    temperature fitted there would change the served probabilities for the worse. No
+    threshold either, for the same reason.
+    """
+    x = pipeline.encode_rows(rows).matrix
+    reference: dict[str, Any] = {
+        "format": FORMAT,
+        "seed": seed,
+        "source": f"{len(rows)} sample rows given to keras-serve import",
+        "background": background(Records(rows), x, pipeline, seed),
+        "drift": training_profile(Layout.of(pipeline), x),
+    }
+    if probabilities is not None and labels is not None:
+        measured = reliability(probabilities, labels)
+        reference["calibration"] = {
+            "split": "sample",
+            "rows": len(labels),
+            "method": "measured on the import sample; no temperature is fitted (the sample "
+            "may be training rows), so the served probabilities are the model's own",
+            "temperature": 1.0,
+            "nll": nll(probabilities, labels),
+            "nll_calibrated": nll(probabilities, labels),
+            "ece": measured["ece"],
+            "ece_calibrated": measured["ece"],
+            "bins": measured["bins"],
+            "bins_calibrated": measured["bins"],
+        }
     return reference
 
 

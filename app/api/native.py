@@ -106,6 +106,8 @@ async def answer(dataplane: DataPlane, response: InferenceResponse) -> FastJSONR
 
 
 def respond(response: InferenceResponse) -> FastJSONResponse:
+    if response.heads:
+        return _respond_heads(response)
     if PREDICTION in response.outputs:  # a regression model: one value per instance
         values = response.outputs[PREDICTION].tolist()
         unknown, outside = response.unknown_categories, response.out_of_range
@@ -146,6 +148,32 @@ def respond(response: InferenceResponse) -> FastJSONResponse:
     if response.explanations is not None:
         for prediction, explanation in zip(predictions, response.explanations, strict=True):
             prediction["explanation"] = explanation
+    return FastJSONResponse(
+        {"model": response.model, "version": response.version, "predictions": predictions}
+    )
+
+
+def _respond_heads(response: InferenceResponse) -> FastJSONResponse:
+    """A multi-output model: per instance, one object per named output, beside the notes."""
+    columns = {name: array.tolist() for name, array in response.outputs.items()}
+    predictions: list[dict[str, Any]] = []
+    for i in range(len(response)):
+        prediction: dict[str, Any] = {}
+        for head in response.heads:
+            if head.name not in columns:
+                continue
+            if not head.classes:
+                prediction[head.name] = {"prediction": columns[head.name][i]}
+                continue
+            answer: dict[str, Any] = {}
+            if head.label in columns:
+                answer["label"] = str(columns[head.label][i])
+            answer["probabilities"] = dict(zip(head.classes, columns[head.name][i], strict=True))
+            prediction[head.name] = answer
+        prediction["unknown_categories"] = response.unknown_categories[i]
+        prediction["out_of_range"] = response.out_of_range[i]
+        prediction["canonical"] = response.canonical[i]
+        predictions.append(prediction)
     return FastJSONResponse(
         {"model": response.model, "version": response.version, "predictions": predictions}
     )

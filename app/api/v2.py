@@ -110,7 +110,14 @@ def model_metadata(dataplane: DataPlane, name: str, version: int | str | None) -
         "platform": PLATFORMS.get(model.runtime.name, model.runtime.name),
         "inputs": [tensor_metadata(s) for s in signature.inputs],
         "outputs": [
-            tensor_metadata(s, classes if s.name == PROBABILITIES else None)
+            tensor_metadata(
+                s,
+                classes
+                if s.name == PROBABILITIES
+                else {"classes": json.dumps(list(s.classes))}
+                if s.classes
+                else None,
+            )
             for s in signature.outputs
         ],
         "parameters": {"version": str(model.version), "title": model.card.title, **classes},
@@ -298,6 +305,8 @@ def encode(response: InferenceResponse, binary: dict[str, bool], classes: str) -
         parameters: dict[str, Any] = {}
         if name == PROBABILITIES:
             parameters["classes"] = classes
+        elif response.heads and (own := response.classes_parameter(name)) is not None:
+            parameters["classes"] = own  # a multi-output model's probabilities
         if binary.get(name, binary[""]):
             blob = tensors.to_binary(datatype, array)
             blobs.append(blob)

@@ -299,6 +299,7 @@ class _FeaturePlan:
         "exact",
         "ignored",
         "integer",
+        "integers",
         "kind",
         "log1p",
         "markers",
@@ -333,6 +334,8 @@ class _FeaturePlan:
         self.rare_by_norm: dict[str, str] = {}
         self.allowed: list[str] = []
         self.exact: dict[str, int] = {}  # a category sent exactly as trained: its column
+        # categories that are whole numbers (an IntegerLookup's): ints are accepted too
+        self.integers: bool = bool(f.get("integer", False)) and self.kind == "categorical"
         width = 1
         if self.kind == "categorical":
             self.slots = {v: offset + i for i, v in enumerate(f["vocabulary"])}
@@ -434,7 +437,12 @@ class _FeaturePlan:
             out[i, self.offset] = self.slots[level] / max(len(self.order) - 1, 1)
         else:
             if value.__class__ is not str:
-                raise EncodingError(self.name, f"must be a string, got {type(value).__name__}", i)
+                if not (self.integers and value.__class__ is int):
+                    wanted = "a whole number or a string" if self.integers else "a string"
+                    raise EncodingError(
+                        self.name, f"must be {wanted}, got {type(value).__name__}", i
+                    )
+                value = str(value)
             if len(value) > MAX_CATEGORY_LENGTH:
                 raise EncodingError(
                     self.name, f"must be at most {MAX_CATEGORY_LENGTH} characters long", i

@@ -314,6 +314,8 @@ def encode_response(response: Any, as_raw: bool, classes: str) -> service_pb2.Mo
         output = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
         if name == PROBABILITIES:
             output.parameters["classes"].string_param = classes
+        elif response.heads and (own := response.classes_parameter(name)) is not None:
+            output.parameters["classes"].string_param = own  # a multi-output model's
         if as_raw:
             message.raw_output_contents.append(tensors.to_binary(datatype, array))
         elif datatype == "BYTES":

@@ -228,7 +228,7 @@ class DataPlane:
         if model.insight.layout is not None:
             self._lane(model).window.observe(encoded.matrix, encoded.unknown)
         rid = given_id or request_id()
-        if self.feedback is not None and rid != "-" and not model.is_regression:  # no classes
+        if self.feedback is not None and rid != "-" and model.records_predictions:
             binary = len(model.classes) == 2
             self.feedback.record(
                 Record(

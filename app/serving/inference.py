@@ -21,6 +21,23 @@ PREDICTION = "prediction"  # a regression model's one output: the predicted valu
 OUTPUT_NAMES = (PROBABILITIES, LABEL)
 
 
+def head_label(head: str) -> str:
+    """The output holding a multi-output model's labels for its classifying output ``head``."""
+    return f"{head}_label"
+
+
+@dataclass(frozen=True)
+class Head:
+    """One named output of a multi-output model: how the native API groups its tensors."""
+
+    name: str  # its tensor: probabilities [N, classes], or a regression's values [N]
+    classes: tuple[str, ...]  # () for a regression output
+
+    @property
+    def label(self) -> str:
+        return head_label(self.name)
+
+
 @dataclass
 class Rows:
     """Instances as records: ``[{"age": 39, ...}, ...]`` (native, TF Serving rows)."""
@@ -111,6 +128,8 @@ class InferenceResponse:
     canonical: list[dict[str, str]] = field(default_factory=list)
     # per instance, the 28x28 input an image became, when the request asked to ``prepare``
     prepared: list[Any] | None = None
+    # a multi-output model's named outputs ((): one output, the usual tensors above)
+    heads: tuple[Head, ...] = ()
 
     def __len__(self) -> int:
         """The number of instances answered."""
@@ -118,3 +137,11 @@ class InferenceResponse:
 
     def labels(self) -> list[str]:
         return [str(v) for v in self.outputs[LABEL].tolist()] if LABEL in self.outputs else []
+
+    def classes_parameter(self, name: str) -> str | None:
+        """The class order of a multi-output model's probabilities tensor ``name``, as the
+        JSON-array string OIP parameters carry; None for any other tensor."""
+        import json
+
+        head = next((h for h in self.heads if h.name == name and h.classes), None)
+        return json.dumps(list(head.classes)) if head is not None else None

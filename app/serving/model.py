@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,11 +36,13 @@ from app.serving.inference import (
     PREDICTION,
     PROBABILITIES,
     Columns,
+    Head,
     ImageFile,
     InferenceResponse,
     Inputs,
     Rows,
     Tensors,
+    head_label,
 )
 from app.serving.schema import RequestSchema
 from app.serving.signature import Signature
@@ -90,6 +93,44 @@ def _check_card_matches(card: ModelCard, pipeline: Pipeline) -> None:
 BATCH = ""  # Problem.field of a problem with the batch as a whole (its size)
 
 
+@dataclass(frozen=True)
+class HeadColumns:
+    """Where one output of a multi-output model lies: in the runtime's answer (``raw``:
+    one column for a sigmoid) and in the served matrix (``served``: one per class)."""
+
+    name: str
+    label: str
+    output: str
+    classes: np.ndarray  # object array of class names; empty for regression
+    raw_start: int
+    raw_stop: int
+    served_start: int
+    served_stop: int
+
+
+def _head_plan(card: ModelCard) -> list[HeadColumns]:
+    plan: list[HeadColumns] = []
+    raw = served = 0
+    for head in card.heads or ():
+        classes = np.asarray(head.classes, dtype=object)
+        raw_width = len(head.classes) if head.output == "softmax" else 1
+        served_width = max(len(head.classes), 1)
+        plan.append(
+            HeadColumns(
+                head.name,
+                head_label(head.name),
+                head.output,
+                classes,
+                raw,
+                raw + raw_width,
+                served,
+                served + served_width,
+            )
+        )
+        raw, served = raw + raw_width, served + served_width
+    return plan
+
+
 def problem_of(exc: EncodingError) -> Problem:
     """An encoding error as data, with the fix it suggests or the values it allows."""
     allowed = tuple(exc.allowed) if exc.allowed else None
@@ -123,6 +164,8 @@ class ServedModel:
             math.prod(d for d in spec.shape[1:] if d > 0) for spec in self.signature.inputs
         )
         self._class_array = np.asarray(card.classes, dtype=object)
+        self.heads = tuple(Head(h.name, tuple(h.classes)) for h in card.heads or ())
+        self._plan = _head_plan(card)
         self.load_seconds = 0.0
         try:  # explanations, drift profile, calibration: reference.json, when present
             self.insight = build_insight(pipeline, read_reference(path), card.example)
@@ -164,6 +207,8 @@ class ServedModel:
         except Exception as exc:
             raise ArtifactError(f"warm-up prediction failed: {exc}") from None
         width = 1 if self.is_regression else len(self.classes)
+        if self.heads:
+            width = self._plan[-1].served_stop
         if probabilities.shape != (1, width) or not np.isfinite(probabilities).all():
             raise ArtifactError(
                 f"warm-up gave outputs of shape {list(probabilities.shape)}, expected [1, {width}]"
@@ -172,6 +217,11 @@ class ServedModel:
     @property
     def is_regression(self) -> bool:
         return self.card.task == "regression"
+
+    @property
+    def records_predictions(self) -> bool:
+        """Live accuracy is for single-output classifiers: one label per instance."""
+        return not self.is_regression and not self.heads
 
     @property
     def is_image(self) -> bool:
@@ -360,6 +410,8 @@ class ServedModel:
         """Class probabilities ``[N, classes]``, or a regression's values ``[N, 1]``
         (blocking; call it off the event loop)."""
         raw = self.runtime.run(x)
+        if self.heads:  # the network's outputs side by side, each made what it serves
+            return self._served_heads(raw.reshape(len(x), -1))
         if self.card.output == "linear":
             return raw.reshape(len(x), -1)
         if self.card.output == "sigmoid":
@@ -368,6 +420,17 @@ class ServedModel:
         # temperature scaling fitted on validation (reference.json): here, after every
         # runtime, so ONNX Runtime, TensorFlow and Keras serve the same probabilities
         return apply_temperature(raw, self.insight.temperature)
+
+    def _served_heads(self, raw: np.ndarray) -> np.ndarray:
+        """Per output, its probabilities (a sigmoid made ``[1 - p, p]``) or its value,
+        side by side in head order: one matrix, so batching and queues stay as they are."""
+        parts = []
+        for part in self._plan:
+            values = raw[:, part.raw_start : part.raw_stop]
+            if part.output == "sigmoid":
+                values = np.hstack([1.0 - values, values])
+            parts.append(values)
+        return np.hstack(parts).astype(np.float32, copy=False)
 
     # --------------------------------------------------------------- options
     def options(
@@ -378,6 +441,8 @@ class ServedModel:
         explain = parameters.get("explain", False)
         if not isinstance(explain, bool):
             problems.append(Problem("parameters.explain", "must be true or false"))
+        elif explain and self.heads:
+            problems.append(Problem("parameters.explain", "applies to single-output models only"))
         elif explain and self.is_regression:
             problems.append(Problem("parameters.explain", "applies to classifiers only"))
         elif explain and instances > max_explained:
@@ -385,7 +450,10 @@ class ServedModel:
             problems.append(Problem("parameters.explain", problem))
         threshold = parameters.get("threshold")
         if threshold is not None:
-            if len(self.classes) != 2:
+            if self.heads:
+                problem = "applies to single-output binary models only"
+                problems.append(Problem("parameters.threshold", problem))
+            elif len(self.classes) != 2:
                 problem = "applies to binary models only; this one has classes " + ", ".join(
                     self.classes
                 )
@@ -462,7 +530,9 @@ class ServedModel:
     ) -> InferenceResponse:
         probabilities = probabilities.astype(np.float32, copy=False)
         named: dict[str, np.ndarray] = {}
-        for name in outputs:
+        if self.heads:
+            named = self._named_heads(probabilities, outputs)
+        for name in outputs if not self.heads else ():
             if name == PROBABILITIES:
                 named[name] = probabilities
             elif name == LABEL:
@@ -482,7 +552,24 @@ class ServedModel:
             out_of_range=outside or [[] for _ in encoded.unknown],
             explanations=explanations,
             canonical=encoded.canonical or [{} for _ in encoded.unknown],
+            heads=self.heads,
         )
+
+    def _named_heads(self, served: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """A multi-output model's requested tensors, cut from the served matrix."""
+        by_name = {part.name: part for part in self._plan}
+        by_label = {part.label: part for part in self._plan if part.classes.size}
+        named: dict[str, np.ndarray] = {}
+        for name in outputs:
+            part = by_name.get(name)
+            if part is not None:
+                values = served[:, part.served_start : part.served_stop]
+                named[name] = values if part.classes.size else values[:, 0]
+                continue
+            part = by_label[name]
+            chosen = served[:, part.served_start : part.served_stop].argmax(axis=1)
+            named[name] = part.classes[chosen]
+        return named
 
     def close(self) -> None:
         self.runtime.close()

@@ -4,6 +4,8 @@ Standard protocols speak in named, typed tensors. A tabular model takes one inpu
 per raw field (``BYTES`` for categories, ``FP32``/``INT64`` for numbers); an image
 model takes one tensor of raw intensities. Every classifier gives ``probabilities``
 (class order in ``classes``) and ``label``; a regression model gives ``prediction``.
+A multi-output model gives one tensor per Keras output, under that output's name
+(its probabilities, or its value), and ``NAME_label`` for each classifying one.
 Datatype names follow the Open Inference Protocol, which Triton, KServe and the gRPC
 API share.
 """
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.artifacts import InputField, ModelCard
-from app.serving.inference import LABEL, PREDICTION, PROBABILITIES
+from app.serving.inference import LABEL, PREDICTION, PROBABILITIES, head_label
 
 INTEGER_DATATYPES = frozenset(
     {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
@@ -32,6 +34,7 @@ class TensorSpec:
     datatype: str
     shapes: tuple[tuple[int, ...], ...]  # accepted shapes; -1 is the batch dimension
     accepts: frozenset[str]  # datatypes accepted on input
+    classes: tuple[str, ...] = ()  # a multi-output model's probabilities: their class order
 
     @property
     def shape(self) -> list[int]:
@@ -85,14 +88,26 @@ class Signature:
     @classmethod
     def of(cls, card: ModelCard) -> Signature:
         inputs = tuple(_input_spec(f) for f in card.inputs)
+        if card.heads:
+            outputs: list[TensorSpec] = []
+            for head in card.heads:
+                if head.task == "regression":
+                    outputs.append(TensorSpec(head.name, "FP32", ((-1,),), frozenset()))
+                    continue
+                shape = ((-1, len(head.classes)),)
+                outputs.append(
+                    TensorSpec(head.name, "FP32", shape, frozenset(), tuple(head.classes))
+                )
+                outputs.append(TensorSpec(head_label(head.name), "BYTES", ((-1,),), frozenset()))
+            return cls(inputs, tuple(outputs), tuple(card.classes))
         if card.task == "regression":  # one value per instance, no classes
             prediction = TensorSpec(PREDICTION, "FP32", ((-1,),), frozenset())
             return cls(inputs, (prediction,), ())
-        outputs = (
+        single = (
             TensorSpec(PROBABILITIES, "FP32", ((-1, len(card.classes)),), frozenset()),
             TensorSpec(LABEL, "BYTES", ((-1,),), frozenset()),
         )
-        return cls(inputs, outputs, tuple(card.classes))
+        return cls(inputs, single, tuple(card.classes))
 
     @property
     def input_names(self) -> list[str]:

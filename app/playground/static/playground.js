@@ -417,6 +417,14 @@
         this.bars.setClasses([]);
         this.prediction.textContent = result.prediction.toPrecision(6);
         this.confidence.textContent = "v" + body.version;
+      } else if (!result.probabilities) {
+        // a multi-output model: one named answer per output, shown as text
+        this.bars.setClasses([]);
+        this.prediction.textContent = Object.entries(result)
+          .filter(([, v]) => v && typeof v === "object" && ("label" in v || "prediction" in v))
+          .map(([k, v]) => k + ": " + ("label" in v ? v.label : Number(v.prediction).toPrecision(6)))
+          .join(" · ");
+        this.confidence.textContent = "v" + body.version;
       } else {
         this.bars.setClasses(classes);
         this.bars.show(result.probabilities, result.label);
@@ -1206,9 +1214,10 @@
       if (v2) requests.v2 = { url: this.view.v2url(version), body: v2 };
       try {
         // the explanation rides along (?explain=true); the request shown is the plain one
-        // a regression model has no class to explain
-        const regression = (this.meta.card || {}).task === "regression";
-        const body = await postJSON(requests.native.url + (regression ? "" : "?explain=true"), instance);
+        // a regression model has no class to explain, a multi-output model (heads) no one class
+        const card = this.meta.card || {};
+        const unexplained = card.task === "regression" || Boolean(card.heads);
+        const body = await postJSON(requests.native.url + (unexplained ? "" : "?explain=true"), instance);
         this.answer.show(token, body, this.meta.classes, requests);
       } catch (err) {
         this.answer.fail(token, err.message);
