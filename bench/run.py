@@ -66,6 +66,9 @@ TRITON_MODEL = ("digits", 1)
 TRITON_SCRIPT = BENCH / "triton_peer.py"
 GRPC_MODELS = ("digits v1", "digits v2", "income")
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# the gRPC no-op: ServerLive with an empty message (a gRPC frame: flag, length 0)
+GRPC_LIVE = "/inference.GRPCInferenceService/ServerLive"
+GRPC_EMPTY = b"\x00\x00\x00\x00\x00"
 # native req/s at c=64 in the README table before the single data plane (access log off,
 # same machine kind, an earlier run): the floor issue 11 sets for the native figures
 PREVIOUS_NATIVE = {
@@ -348,6 +351,18 @@ def build_rows(groups: list[str]) -> list[Row]:
                     )
                 )
         if group == "grpc":
+            rows.append(
+                Row(
+                    "grpc/noop",
+                    group,
+                    "gRPC ServerLive (the gRPC no-op)",
+                    ONNX,
+                    "POST",
+                    GRPC_LIVE,
+                    GRPC_EMPTY,
+                    protocol="grpc",
+                )
+            )
             for label, name, version in MODELS:
                 if label in GRPC_MODELS:
                     rows.append(
@@ -985,7 +1000,9 @@ def figures_table(results: Results, concurrencies: list[int]) -> list[str]:
             figure = results.at(row.id, c)
             if figure is None:
                 continue
-            noop = results.at("noop", c)
+            # gRPC rows against the gRPC no-op (ServerLive), HTTP rows against HTTP's
+            ours = row.protocol == "grpc" and row.server.runtime not in ("kserve", "triton")
+            noop = results.at("grpc/noop" if ours else "noop", c)
             ratio = figure.rps / noop.rps if noop and noop.rps else None
             lines.append(
                 f"| {row.label} | {row.server.label} | {c} | {fmt(figure.rps, 0)} | "
@@ -1210,7 +1227,8 @@ def report(results: Results, args: argparse.Namespace, header: list[str]) -> str
         *figures_table(results, args.concurrency),
         "",
         "errors: non-2xx responses (wrk counts status >= 400) and socket errors "
-        "(connect, read, write, timeout). vs no-op: req/s over the no-op row's at the same c.",
+        "(connect, read, write, timeout). vs no-op: req/s over the no-op row's at the same c "
+        "(keras-serve's gRPC rows: over the gRPC no-op, ServerLive).",
         "",
         "## Targets (issue 5)",
         "",
