@@ -51,7 +51,7 @@ log = logging.getLogger("app")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
-    gate = Admission(settings.max_in_flight)
+    gate = Admission(settings.max_in_flight, settings.max_in_flight_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         description="inference requests admitted at once per process; beyond it a request "
         "is answered 503 with Retry-After at once",
     )
+    max_in_flight_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="request body bytes (by Content-Length) admitted at once per process; "
+        "beyond it a request is answered 503 with Retry-After at once (a lone request is "
+        "always admitted)",
+    )
     max_queued_rows: int = Field(
         2048,
         ge=1,

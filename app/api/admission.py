@@ -11,9 +11,18 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.serving import admission
-from app.serving.admission import Admission
+from app.serving.admission import RETRY_AFTER_S, Admission
 
 OPERATOR_PATHS = ("/admin/", "/v2/repository/")
+
+
+def declared_length(scope: Scope) -> int:
+    """The body size a request declares (0 without a valid Content-Length; the body
+    limit middleware bounds a chunked body while it streams)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() and len(value) <= 12 else 0
+    return 0
 
 
 class AdmissionMiddleware:
@@ -32,7 +41,8 @@ class AdmissionMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        if not self.gate.try_enter():
+        size = declared_length(scope)
+        if not self.gate.try_enter(size):
             self.on_refuse()
             body = orjson.dumps({"error": self.gate.refusal()})
             await send(
@@ -42,7 +52,7 @@ class AdmissionMiddleware:
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", b"1"),
+                        (b"retry-after", str(RETRY_AFTER_S).encode()),
                     ],
                 }
             )
@@ -53,4 +63,4 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
         finally:
             admission.holding.reset(token)
-            self.gate.leave()
+            self.gate.leave(size)

@@ -72,7 +72,7 @@ async def _reject(send: Send, limit: int) -> None:
 
 
 # from this size on, parsing is moved off the event loop (a thread hop costs ~50 us)
-LARGE_BODY = 256 * 1024
+LARGE_BODY = 64 * 1024  # parsed off the event loop from this size on (~0.5 ms of orjson)
 
 
 async def read_json(request: Request) -> Any:

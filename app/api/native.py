@@ -225,6 +225,12 @@ def render(exc: ServingError, single: bool = True) -> FastJSONResponse:
 async def predict(
     request: Request, version: int | str | None, explain: bool = False
 ) -> FastJSONResponse:
+    dataplane = plane(request)
+    name = request.path_params["name"]
+    try:
+        dataplane.check_room(name, version)  # before the body is read
+    except ServingError as exc:
+        return render(exc)
     payload = await read_json(request)
     instances, single = split_instances(payload)
     parameters = options_of(request, payload, single)
@@ -237,9 +243,8 @@ async def predict(
         disconnected=request.is_disconnected,
         protocol="native",
     )
-    dataplane = plane(request)
     try:
-        response = await dataplane.infer(request.path_params["name"], version, infer_request)
+        response = await dataplane.infer(name, version, infer_request)
     except ServingError as exc:
         return render(exc, single)
     return await answer(dataplane, response)

@@ -242,6 +242,10 @@ def encode(response: InferenceResponse, kind: str) -> FastJSONResponse:
 
 async def predict(request: Request, name: str, version: int | str | None) -> FastJSONResponse:
     dataplane = plane(request)
+    try:
+        dataplane.check_room(name, version)  # before the body is read
+    except ServingError as exc:
+        return render(exc, "instances")
     kind, value = split_payload(await read_json(request))
     try:
         model = dataplane.route(name, version)  # the canary split happens here, once

@@ -362,7 +362,9 @@ def render(exc: ServingError) -> Response:
 async def infer(request: Request, name: str, version: int | str | None) -> Response:
     dataplane = plane(request)
     try:
-        dataplane.model(name, version)  # an unknown model is a 404 whatever the body says
+        # an unknown model is a 404 whatever the body says; a full queue, a 503 before
+        # the body is read
+        dataplane.check_room(name, version)
     except ServingError as exc:
         return render(exc)
     header, binary = split_body(await request.body(), header_length(request))

@@ -19,6 +19,7 @@ from app.observability import tracing
 from app.observability.context import RequestFacts, current
 from app.observability.logs import log_access
 from app.observability.metrics import Metrics, protocol_of
+from app.serving.admission import HOLD_KEY
 
 UNTRACKED = ("/metrics", "/health/", "/docs", "/openapi.json")
 
@@ -28,6 +29,17 @@ def _valid_request_id(value: bytes) -> str | None:
     if 0 < len(text) <= 128 and text.isprintable() and " " not in text:
         return text
     return None
+
+
+def retry_after(headers: Any) -> float:
+    """The seconds of a response's ``Retry-After`` (0 when it has none or a date)."""
+    for name, value in headers:
+        if name.lower() == b"retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 class ObservabilityMiddleware:
@@ -60,6 +72,8 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status == 503:  # overloaded: hold the client to its Retry-After
+                    scope[HOLD_KEY] = retry_after(message.get("headers", ()))
                 message["headers"] = [
                     *message.get("headers", ()),
                     (b"x-request-id", facts.request_id.encode("latin-1")),

@@ -12,6 +12,12 @@ size too, but parses in Python) and adds, per connection:
 - a time limit for the head, from the connection's start, or from the first read of a
   later request's head that did not hold all of it: 408 and the connection closed;
 - the idle keep-alive timeout is uvicorn's own (``timeout_keep_alive``).
+
+It also holds refused clients to their ``Retry-After``: after a 503 the connection's
+next request is not read until that time has passed (at most ``MAX_HOLD_S``). A client
+that retries at once would otherwise have the event loop answering refusals in a
+tight loop, ahead of the admitted requests it is meant to protect; held, it waits in
+its own socket buffer, costing nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.serving.admission import HOLD_KEY
 from app.settings import get_settings
 
 log = logging.getLogger("app.http")
@@ -40,6 +47,7 @@ def _response(status: bytes, message: bytes) -> bytes:
 TOO_LARGE = _response(b"431 Request Header Fields Too Large", b"request head too large")
 TOO_MANY = _response(b"431 Request Header Fields Too Large", b"too many header fields")
 TOO_SLOW = _response(b"408 Request Timeout", b"request head not received in time")
+MAX_HOLD_S = 5.0
 
 
 class _Refused(Exception):
@@ -116,6 +124,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        hold = cycle.scope.get(HOLD_KEY) if cycle is not None else None
+        if cycle is not None:  # the answer is out: the body it buffered is garbage, and
+            cycle.body = bytearray()  # uvicorn keeps the cycle until the next request
+        super().on_response_complete()
+        if isinstance(hold, (int, float)) and hold > 0 and not self.transport.is_closing():
+            self._unset_keepalive_if_required()  # re-armed when reading resumes
+            self.flow.pause_reading()
+            self.loop.call_later(min(hold, MAX_HOLD_S), self._end_hold)
+
+    def _end_hold(self) -> None:
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.cycle is None or self.cycle.response_complete:  # idle: keep-alive applies
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:

@@ -78,6 +78,23 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    @property
+    def is_full(self) -> bool:
+        """No request could join the queue now (a lone request always may)."""
+        return (
+            self.max_queued is not None
+            and bool(self._queue)
+            and self._queued_rows >= self.max_queued
+        )
+
+    def refuse_full(self) -> Overloaded:
+        if self._on_drop is not None:
+            self._on_drop("queue_full")
+        return Overloaded(
+            f"the queue of {self.name} is full ({self._queued_rows} rows waiting, "
+            f"at most {self.max_queued}); retry shortly"
+        )
+
     async def submit(
         self,
         x: np.ndarray,
@@ -94,12 +111,7 @@ class Batcher:
             and self._queued_rows + len(x) > self.max_queued
         ):
             # a lone request always runs: the bound is on what waits behind others
-            if self._on_drop is not None:
-                self._on_drop("queue_full")
-            raise Overloaded(
-                f"the queue of {self.name} is full ({self._queued_rows} rows waiting, "
-                f"at most {self.max_queued}); retry shortly"
-            )
+            raise self.refuse_full()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._queue.append(Pending(x, future, loop.time(), deadline, disconnected, timing))
@@ -140,9 +152,13 @@ class Batcher:
                 start += len(pending.x)
 
     async def _live(self, batch: list[Pending], loop: asyncio.AbstractEventLoop) -> list[Pending]:
-        """The part of ``batch`` someone still waits for; the rest is answered or dropped."""
+        """The part of ``batch`` someone still waits for; the rest is answered or dropped.
+
+        Whether a long-queued caller is still connected is asked of all of them at once:
+        each question costs a turn of the event loop, and a busy loop's turn can take
+        tens of milliseconds, so asking one by one would stall the whole batch."""
         now = loop.time()
-        live = []
+        reasons: list[str | None] = []
         for pending in batch:
             reason = None
             if pending.future.done():
@@ -155,13 +171,22 @@ class Batcher:
                         f"the request's deadline passed after {waited:.3f} s in the queue"
                     )
                 )
-            elif (
-                pending.disconnected is not None
-                and now - pending.queued_at >= ASK_AFTER_S
-                and await pending.disconnected()
-            ):
-                reason = "disconnected"
-                pending.future.cancel()
+            reasons.append(reason)
+        ask: list[tuple[int, Callable[[], Awaitable[bool]]]] = [
+            (i, pending.disconnected)
+            for i, pending in enumerate(batch)
+            if reasons[i] is None
+            and pending.disconnected is not None
+            and now - pending.queued_at >= ASK_AFTER_S
+        ]
+        if ask:
+            answers = await asyncio.gather(*(question() for _, question in ask))
+            for (i, _), gone in zip(ask, answers, strict=True):
+                if gone:
+                    reasons[i] = "disconnected"
+                    batch[i].future.cancel()
+        live = []
+        for pending, reason in zip(batch, reasons, strict=True):
             if reason is None:
                 live.append(pending)
             elif self._on_drop is not None:

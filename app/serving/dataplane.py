@@ -91,7 +91,7 @@ class DataPlane:
         # the event loop gets the GIL back between two large bodies
         self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
         self._lanes: dict[tuple[str, int], Lane] = {}
-        self.admission = gate or Admission(settings.max_in_flight)
+        self.admission = gate or Admission(settings.max_in_flight, settings.max_in_flight_bytes)
         self.payloads: PayloadLogger | None = None
         if settings.payload_log_rate > 0:
             dropped = self.metrics.payload_log_dropped
@@ -131,6 +131,17 @@ class DataPlane:
         model = self.repository.route(name, version)
         note_model(model.name, model.version)
         return model
+
+    def check_room(self, name: str, version: VersionRef) -> None:
+        """Before a request's body is read: ModelNotFound for an unknown model or version,
+        and Overloaded when that version's batch queue is already full. Reading and
+        parsing a body the queue cannot take would spend the CPU and memory the bound is
+        there to protect (a 100-image JSON body parses into megabytes of Python lists)."""
+        model = self.repository.get(name, version)
+        lane = self._lanes.get((model.name, model.version))
+        batcher = lane.batcher if lane is not None and lane.model is model else None
+        if batcher is not None and batcher.is_full:
+            raise batcher.refuse_full()
 
     # ------------------------------------------------------------------ infer
     async def infer(
