@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -171,3 +172,48 @@ async def test_the_in_flight_limit_bounds_the_process() -> None:
     assert statuses == [200, 200, 503, 503, 503, 503]
     refused = next(a for a in answers if a.status_code == 503)
     assert "in flight" in refused.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_large_bodies_are_bounded_by_their_total_size() -> None:
+    """Bodies count against MAX_IN_FLIGHT_BYTES by Content-Length: one large body is
+    always taken, a second one that would pass the budget is refused at once."""
+    padded = (b'{"instances": [' + json.dumps(IRIS).encode() + b"]}").ljust(900)
+    async with slowed(max_in_flight=10, max_in_flight_bytes=1024) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/models/iris/predict",
+                    content=padded,
+                    headers={"content-type": "application/json"},
+                )
+                for _ in range(3)
+            )
+        )
+        small = await client.post("/models/iris/predict", json=IRIS)
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 503, 503], statuses
+    refused = next(a for a in answers if a.status_code == 503)
+    assert "bytes" in refused.json()["error"] and refused.headers["retry-after"] == "1"
+    assert small.status_code == 200  # the budget is back once the large body is done
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("path", "body"), ROUTES)
+async def test_a_full_queue_refuses_before_the_body_is_read(
+    path: str, body: dict[str, Any]
+) -> None:
+    """With the version's queue full, a request is a 503 whatever its body holds: even
+    malformed JSON is not read, let alone parsed."""
+    async with slowed(max_in_flight=10, max_queued_rows=1) as client:
+        running = asyncio.ensure_future(client.post(path, json=body))
+        await asyncio.sleep(0.05)  # it runs (0.2 s); the next one waits in the queue
+        queued = asyncio.ensure_future(client.post(path, json=body))
+        await asyncio.sleep(0.05)
+        refused = await client.post(
+            path, content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert refused.status_code == 503, refused.text
+        assert "queue" in refused.json()["error"] and refused.headers["retry-after"] == "1"
+        assert (await running).status_code == 200
+        assert (await queued).status_code == 200

@@ -4,6 +4,7 @@ are bounded in bytes and time, and stop by themselves."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import MODELS_DIR
 from tests.live_server import Service, service_process
+from tests.model_rows import card
 
 pytestmark = pytest.mark.slow
 
@@ -174,4 +176,48 @@ def test_idle_keep_alive_connection_is_closed(service: Service) -> None:
         answer = read_answer(sock, 5)  # the answer, then EOF when the idle timeout closes it
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 200")
+    assert 0.8 < waited < 3, waited
+
+
+def read_response(sock: socket.socket, timeout: float) -> bytes:
+    """One whole HTTP response (by its Content-Length) from a keep-alive connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_a_refused_client_is_held_to_its_retry_after() -> None:
+    """After a 503 with Retry-After, the connection's next request is read only once that
+    time has passed: a client that retries at once cannot keep the server busy refusing."""
+    body = json.dumps(card("iris", 2).example).encode()
+    request = (
+        b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    env = {"MAX_IN_FLIGHT": "1", "WATCH_INTERVAL_S": "0"}
+    with (
+        service_process(MODELS_DIR, env) as running,
+        socket.create_connection(address(running)) as holder,
+        socket.create_connection(address(running)) as eager,
+    ):
+        holder.sendall(request[: -len(body)])  # admitted, then waits for its body
+        time.sleep(0.3)
+        eager.sendall(request)
+        assert read_response(eager, 5).startswith(b"HTTP/1.1 503")
+        eager.sendall(request)  # at once, ignoring Retry-After: 1
+        sent = time.monotonic()
+        holder.sendall(body)  # the place is free again
+        assert read_response(holder, 5).startswith(b"HTTP/1.1 200")
+        assert read_response(eager, 5).startswith(b"HTTP/1.1 200")
+        waited = time.monotonic() - sent
     assert 0.8 < waited < 3, waited
