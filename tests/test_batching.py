@@ -140,3 +140,31 @@ def test_invalid_requests_never_fail_their_batch_mates() -> None:
     assert merged and total
     # fewer runtime calls than valid requests: some calls carried several requests
     assert float(total[0].split()[-1]) < sum(1 for v, _, _ in outcomes if v) + 1
+
+
+@pytest.mark.parametrize(
+    ("delay", "budget", "inline"),
+    [(0.0, 150e-6, True), (0.002, 150e-6, False), (0.0, 0.0, False)],
+)
+def test_small_fast_calls_run_on_the_event_loop(delay: float, budget: float, inline: bool) -> None:
+    """A batch of a few rows runs on the loop's own thread once such calls are measured
+    to fit the budget (the thread hop would cost more); a slow model, or a budget of 0,
+    always runs on a worker thread."""
+    threads: list[str] = []
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        time.sleep(delay)
+        return x
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
+            batcher = Batcher(fn, pool, 64, 0.0, inline_budget=budget)
+            for i in range(5):
+                out = await batcher.submit(np.full((1, 2), float(i)))
+                assert out.tolist() == [[float(i)] * 2]
+
+    run(main())
+    assert threads[0].startswith("worker")  # not measured yet: a worker thread
+    on_loop = [name == threading.main_thread().name for name in threads[1:]]
+    assert on_loop == [inline] * 4, threads

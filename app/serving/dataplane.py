@@ -472,6 +472,7 @@ class DataPlane:
                 max_queued=self.settings.max_queued_rows,
                 on_drop=dropped,
                 name=f"{model.name} v{model.version}",
+                inline_budget=self.settings.inline_run_us / 1e6,
             )
         return Lane(model, timed, batcher, DriftWindow(self.settings.drift_window))
 
