@@ -149,9 +149,9 @@ class Settings(BaseSettings):
     inline_run_us: float = Field(
         150.0,
         ge=0,
-        description="a runtime call of at most 8 rows runs on the event loop, not a worker "
-        "thread, when such calls take at most this long on average (the thread hop costs "
-        "more); 0 = always on a worker thread",
+        description="with at most 4 requests in flight, a runtime call of at most 8 rows runs "
+        "on the event loop, not a worker thread, when such calls take at most this long on "
+        "average (the thread hop costs more); 0 = always on a worker thread",
     )
     max_batch_wait_ms: float = Field(
         0.0,

@@ -168,3 +168,22 @@ def test_small_fast_calls_run_on_the_event_loop(delay: float, budget: float, inl
     assert threads[0].startswith("worker")  # not measured yet: a worker thread
     on_loop = [name == threading.main_thread().name for name in threads[1:]]
     assert on_loop == [inline] * 4, threads
+
+
+def test_under_load_small_calls_stay_on_a_worker_thread() -> None:
+    """With many requests in flight the loop must keep reading requests while the model
+    computes: no call runs on it, however cheap."""
+    threads: list[str] = []
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return x
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
+            batcher = Batcher(fn, pool, 64, 0.0, inline_budget=1.0, quiet=lambda: False)
+            for i in range(4):
+                await batcher.submit(np.full((1, 2), float(i)))
+
+    run(main())
+    assert all(name.startswith("worker") for name in threads), threads

@@ -19,10 +19,12 @@ and invalid input never reaches here (it is rejected while encoding).
 A runtime call normally runs on a worker thread, so that the event loop keeps
 serving while the model computes. Handing a call to a thread and back costs
 hundreds of microseconds once the loop is busy (the GIL changes hands several
-times), which is more than a small model takes for a few rows. So a batch of at
-most ``INLINE_MAX_ROWS`` rows runs on the loop itself when such calls have been
+times), which is more than a small model takes for a few rows. So when the server
+is nearly idle (``quiet()``: a few requests in flight), a batch of at most
+``INLINE_MAX_ROWS`` rows runs on the loop itself, provided such calls have been
 measured to take at most ``inline_budget`` seconds (a running average): at c=1 this
-halves the latency of the tabular models, and a slow model never qualifies.
+halves the latency of the tabular models, and a slow model never qualifies. Under
+load the thread keeps the model computing while the loop reads the next requests.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ class Batcher:
         on_drop: Callable[[str], None] | None = None,
         name: str = "model",
         inline_budget: float = 0.0,
+        quiet: Callable[[], bool] = lambda: True,
     ) -> None:
         self._fn = fn
         self.inline_budget = inline_budget
+        self._quiet = quiet
         # running average of a small batch's call, in seconds (None: not measured yet)
         self.small_call_s: float | None = None
         self._executor = executor
@@ -173,7 +177,12 @@ class Batcher:
 
     def _runs_inline(self, rows: int) -> bool:
         cost = self.small_call_s
-        return rows <= INLINE_MAX_ROWS and cost is not None and cost <= self.inline_budget
+        return (
+            rows <= INLINE_MAX_ROWS
+            and cost is not None
+            and cost <= self.inline_budget
+            and self._quiet()
+        )
 
     def _timed(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """The runtime's answer and how long it took (on whichever thread runs it)."""
