@@ -147,11 +147,11 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="merge concurrent requests into one runtime call")
     max_batch_size: int = Field(64, ge=1, description="instances per merged runtime call")
     inline_run_us: float = Field(
-        150.0,
+        100.0,
         ge=0,
         description="with at most 4 requests in flight, a runtime call of at most 8 rows runs "
-        "on the event loop, not a worker thread, when such calls take at most this long on "
-        "average (the thread hop costs more); 0 = always on a worker thread",
+        "on the event loop, not a worker thread, when it is expected to take at most this "
+        "long (the thread hop costs more); 0 = always on a worker thread",
     )
     max_batch_wait_ms: float = Field(
         0.0,

@@ -21,9 +21,10 @@ serving while the model computes. Handing a call to a thread and back costs
 hundreds of microseconds once the loop is busy (the GIL changes hands several
 times), which is more than a small model takes for a few rows. So when the server
 is nearly idle (``quiet()``: a few requests in flight), a batch of at most
-``INLINE_MAX_ROWS`` rows runs on the loop itself, provided such calls have been
-measured to take at most ``inline_budget`` seconds (a running average): at c=1 this
-halves the latency of the tabular models, and a slow model never qualifies. Under
+``INLINE_MAX_ROWS`` rows runs on the loop itself, provided it is expected to take at
+most ``inline_budget`` seconds (its rows times a running average of the time per row
+of small calls, which overestimates): at c=1 this halves the latency of the tabular
+models, and a slow model (digits v2's CNN, 150 µs a row here) never qualifies. Under
 load the thread keeps the model computing while the loop reads the next requests.
 """
 
@@ -74,8 +75,8 @@ class Batcher:
         self._fn = fn
         self.inline_budget = inline_budget
         self._quiet = quiet
-        # running average of a small batch's call, in seconds (None: not measured yet)
-        self.small_call_s: float | None = None
+        # running average of seconds per row in small calls (None: not measured yet)
+        self.row_cost_s: float | None = None
         self._executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -165,8 +166,8 @@ class Batcher:
                 continue
             ended = time.perf_counter_ns()
             if len(joined) <= INLINE_MAX_ROWS:
-                last = self.small_call_s
-                self.small_call_s = took if last is None else 0.8 * last + 0.2 * took
+                per_row, last = took / len(joined), self.row_cost_s
+                self.row_cost_s = per_row if last is None else 0.8 * last + 0.2 * per_row
             start = 0
             for pending in batch:
                 if pending.timing is not None:
@@ -176,11 +177,11 @@ class Batcher:
                 start += len(pending.x)
 
     def _runs_inline(self, rows: int) -> bool:
-        cost = self.small_call_s
+        cost = self.row_cost_s
         return (
             rows <= INLINE_MAX_ROWS
             and cost is not None
-            and cost <= self.inline_budget
+            and rows * cost <= self.inline_budget
             and self._quiet()
         )
 
