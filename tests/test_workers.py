@@ -57,12 +57,17 @@ def scrape(url: str) -> str:
         return http.get("/metrics").text
 
 
+def wait_for_workers(service: Service, count: int = 2, timeout: float = 60) -> None:
+    """Until the supervisor has ``count`` serving workers (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while len(children(service.process.pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def two_workers() -> Iterator[Service]:
     with service_process(MODELS_DIR, TWO) as service:
-        deadline = time.monotonic() + 60
-        while len(children(service.process.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_workers(service)
         yield service
 
 

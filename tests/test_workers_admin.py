@@ -15,7 +15,7 @@ import pytest
 
 from tests.live_server import Service, service_process
 from tests.test_operations import copy_version
-from tests.test_workers import IRIS, children
+from tests.test_workers import IRIS, children, wait_for_workers
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +53,7 @@ def two_workers(tmp_path: Path) -> Iterator[Service]:
     copy_version(tmp_path, "iris", 1)
     copy_version(tmp_path, "iris", 2)
     with service_process(tmp_path, ENV) as service:
-        deadline = time.monotonic() + 60
-        while len(children(service.process.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_workers(service)
         yield service
 
 
