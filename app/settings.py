@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         "is answered 503 with Retry-After at once",
     )
     max_in_flight_bytes: int = Field(
-        8 * 1024 * 1024,
+        2 * 1024 * 1024,
         ge=1024,
         description="request body bytes (by Content-Length) admitted at once per process; "
         "beyond it a request is answered 503 with Retry-After at once (a lone request is "
