@@ -292,7 +292,9 @@ def test_sigterm_during_load_answers_every_accepted_request() -> None:
             with lock:
                 never_taken.append(repr(exc))
 
-    env = {"BATCHING": "false", "LOG_LEVEL": "info"}
+    # 48 bodies of 300 KB at once: over the default body budget (MAX_IN_FLIGHT_BYTES),
+    # which would answer some 503 at once; this test is about draining, so it lifts it
+    env = {"BATCHING": "false", "LOG_LEVEL": "info", "MAX_IN_FLIGHT_BYTES": str(64 << 20)}
     with service_process(MODELS_DIR, env) as service:
         threads = [threading.Thread(target=one_request, args=(service.url,)) for _ in range(48)]
         for thread in threads[:24]:
