@@ -1165,30 +1165,32 @@ def data_plane_targets(results: Results) -> list[Check]:
                 None if figure is None else figure.rps >= 0.85 * before,
             )
         )
-    grpc_peer = results.at("grpc/triton digits v1", 64)
     # the peer serves the same digits v1 ONNX file; one worker, and one per core
-    for row_id, what in (("grpc/digits v1", "1 worker"), ("workers/grpc/digits v1", "2 workers")):
+    checks += peer_checks(
+        results,
+        "grpc/triton digits v1",
+        "gRPC digits v1 ({what}) >= {minimum:g}x Triton gRPC req/s at c=64, lower p99",
+        [("grpc/digits v1", 1.5, "1 worker"), ("workers/grpc/digits v1", 1.5, "2 workers")],
+    )
+    checks += peer_checks(
+        results,
+        "triton/digits v1",
+        "v2 digits v1 ({what}) >= {minimum:g}x Triton req/s at c=64, lower p99",
+        [("v2/digits v1", 1.0, "1 worker"), ("workers/v2/digits v1", 1.5, "2 workers")],
+    )
+    return checks
+
+
+def peer_checks(
+    results: Results, peer_row: str, wording: str, cases: list[tuple[str, float, str]]
+) -> list[Check]:
+    """Each (row, minimum ratio, what) against the peer's row at c=64: at least
+    ``minimum`` times its req/s, with a lower p99."""
+    peer = results.at(peer_row, 64)
+    checks = []
+    for row_id, minimum, what in cases:
         ours = results.at(row_id, 64)
-        target = f"gRPC digits v1 ({what}) >= 1.5x Triton gRPC req/s at c=64, lower p99"
-        if ours is None or grpc_peer is None or not grpc_peer.rps:
-            checks.append(Check(target, "not measured", None))
-            continue
-        ratio = ours.rps / grpc_peer.rps
-        checks.append(
-            Check(
-                target,
-                f"{ratio:.2f}x ({ours.rps:,.0f} vs {grpc_peer.rps:,.0f} req/s), "
-                f"p99 {ours.p99_ms:.2f} vs {grpc_peer.p99_ms:.2f} ms",
-                ratio >= 1.5 and ours.p99_ms < grpc_peer.p99_ms,
-            )
-        )
-    peer = results.at("triton/digits v1", 64)
-    for row_id, minimum, what in (
-        ("v2/digits v1", 1.0, "1 worker"),
-        ("workers/v2/digits v1", 1.5, "2 workers"),
-    ):
-        ours = results.at(row_id, 64)
-        target = f"v2 digits v1 ({what}) >= {minimum:g}x Triton req/s at c=64, lower p99"
+        target = wording.format(what=what, minimum=minimum)
         if ours is None or peer is None or not peer.rps:
             checks.append(Check(target, "not measured", None))
             continue
