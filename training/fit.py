@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +64,15 @@ def input_fields(pipeline: Pipeline) -> list[InputField]:
                 shape=[pipeline.height, pipeline.width],
             )
         ]
+    return tabular_fields(pipeline.features)
+
+
+def tabular_fields(features: Sequence[Mapping[str, Any]]) -> list[InputField]:
+    """The card's raw fields of a tabular pipeline's features (training and import).
+    Categories list every value training saw, rare ones included; whole-number
+    categories (an ``IntegerLookup``'s) sort as numbers."""
     fields = []
-    for f in pipeline.features:
+    for f in features:
         common = {
             "name": f["name"],
             "description": f["description"],
@@ -83,9 +92,9 @@ def input_fields(pipeline: Pipeline) -> list[InputField]:
         elif f["type"] == "ordinal":
             fields.append(InputField(type="ordinal", allowed=f["order"], **common))
         else:
-            fields.append(
-                InputField(type="category", allowed=sorted(f["vocabulary"] + f["rare"]), **common)
-            )
+            key = int if f.get("integer") else None
+            allowed = sorted([*f["vocabulary"], *f.get("rare", [])], key=key)
+            fields.append(InputField(type="category", allowed=allowed, **common))
     return fields
 
 

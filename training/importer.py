@@ -52,7 +52,6 @@ from app.artifacts import (
     ONNX_FILE,
     PIPELINE_FILE,
     SAVED_MODEL_DIR,
-    InputField,
     Metrics,
     ModelCard,
     OutputHead,
@@ -265,30 +264,6 @@ def ordinal_feature(name: str, order: list[str], description: str = "") -> dict[
         "ignored": False,
         "order": order,
     }
-
-
-def input_fields(features: Sequence[dict[str, Any]]) -> list[InputField]:
-    fields = []
-    for f in features:
-        common = {"name": f["name"], "description": f["description"]}
-        if f["type"] == "numeric":
-            fields.append(
-                InputField(
-                    type="integer" if f["integer"] else "number",
-                    minimum=f["minimum"],
-                    maximum=f["maximum"],
-                    seen_min=f["seen_min"],
-                    seen_max=f["seen_max"],
-                    **common,
-                )
-            )
-        elif f["type"] == "ordinal":
-            fields.append(InputField(type="ordinal", allowed=f["order"], **common))
-        else:
-            key = int if f.get("integer") else None
-            allowed = sorted(f["vocabulary"], key=key)
-            fields.append(InputField(type="category", allowed=allowed, **common))
-    return fields
 
 
 # --------------------------------------------------- reading preprocessing layers
@@ -940,6 +915,8 @@ def import_model(
     title: str | None = None,
 ) -> tuple[ModelCard, Path, list[str]]:
     """Import one model; returns its card, its directory and what was inferred."""
+    from training.fit import tabular_fields  # the card's fields, as training writes them
+
     started = time.perf_counter()
     description = read_description(description_path) if description_path else Description()
     sample = read_sample(sample_path) if sample_path else None
@@ -1053,7 +1030,7 @@ def import_model(
             task=task,
             output=output,
             classes=classes,
-            inputs=input_fields(features),
+            inputs=tabular_fields(features),
             example=example,
             architecture=_architecture(net),
             parameters=int(model.count_params()),
