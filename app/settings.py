@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="gRPC port (8001 as in Triton and KServe); 0 = any free"
     )
+    grpc_acceptors: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="gRPC servers sharing GRPC_PORT in each worker (SO_REUSEPORT): a grpc.aio "
+        "server takes new calls one at a time, so several take them in parallel; a client "
+        "connection stays with one of them",
+    )
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = Field(False, description="one JSON object per log line")

@@ -408,6 +408,41 @@ def test_draining_server_is_unavailable_and_stops_with_the_app() -> None:
         assert not hasattr(off.state, "grpc_port")
 
 
+def test_every_acceptor_answers_and_a_taken_port_is_refused() -> None:
+    """GRPC_ACCEPTORS servers share the port: calls on many separate connections (which
+    the kernel spreads over the servers) all answer, so every server runs; with one
+    worker, a port another socket listens on is an error at startup, not a silent share."""
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import MODELS_DIR
+
+    settings = Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=0, grpc_acceptors=4)
+    app = create_app(settings)
+    with TestClient(app):
+        port = app.state.grpc_port
+        # 24 connections: a server that did not start would miss all of them with
+        # probability (3/4)**24, about 0.1%
+        for _ in range(24):
+            options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                live = stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10)
+                assert live.live
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        clash = create_app(Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=port))
+        refused = pytest.raises(RuntimeError, match=f"gRPC cannot listen on 127.0.0.1:{port}")
+        with refused, TestClient(clash):
+            pass
+
+
 def test_api_keys_apply_over_grpc() -> None:
     """With API_KEYS set, inference needs a key in metadata (x-api-key or authorization:
     Bearer), as over HTTP; the health RPCs stay open."""
