@@ -221,3 +221,92 @@ def test_a_refused_client_is_held_to_its_retry_after() -> None:
         assert read_response(eager, 5).startswith(b"HTTP/1.1 200")
         waited = time.monotonic() - sent
     assert 0.8 < waited < 3, waited
+
+
+class FakeTransport:
+    """Just enough of an asyncio transport for uvicorn's protocol, in-process."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, *args: object) -> None:
+        pass
+
+
+def test_a_burst_of_large_bodies_keeps_at_most_the_body_buffer() -> None:
+    """Connections parsed in one turn of the event loop reach the admission middleware
+    only afterwards: each would keep its first read as its body, whatever the limit. So
+    past MAX_IN_FLIGHT_BYTES of declared large bodies, a body is dropped as it arrives,
+    and its request gets 503 with Retry-After; the others are served."""
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.main import create_app
+    from app.runner import http as runner_http
+    from app.serving.admission import BodyBuffer
+    from app.settings import Settings
+
+    rows = [card("iris", 2).example] * 300
+    body = json.dumps({"instances": rows}).encode()
+    assert len(body) >= runner_http.RESERVE_FROM
+    request = (
+        b"POST /models/iris/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    limit = 2 * len(body) + 100  # room for two declared bodies at once
+    settings = Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_enabled=False)
+    app = create_app(settings)
+    protocol_class = runner_http.LimitedHttpToolsProtocol
+
+    async def burst() -> list[tuple[FakeTransport, int]]:
+        config = Config(app=app, lifespan="off", log_config=None)
+        state = ServerState()
+        saved = protocol_class.bodies, protocol_class.max_head_bytes
+        protocol_class.max_head_bytes, protocol_class.max_headers = 65536, 100
+        protocol_class.head_timeout, protocol_class.bodies = 10.0, BodyBuffer(limit)
+        try:
+            async with app.router.lifespan_context(app):
+                connections = []
+                for _ in range(5):  # all parsed before any request task runs
+                    protocol = protocol_class(config, state, {})
+                    transport = FakeTransport()
+                    protocol.connection_made(transport)  # type: ignore[arg-type]
+                    protocol.data_received(request)
+                    kept = len(protocol.cycle.body) if protocol.cycle is not None else 0
+                    connections.append((protocol, transport, kept))
+                await asyncio.sleep(0.5)  # the requests run
+                for protocol, _, _ in connections:
+                    protocol.connection_lost(None)
+                assert protocol_class.bodies.held == 0  # every place was given back
+                return [(transport, kept) for _, transport, kept in connections]
+        finally:
+            protocol_class.bodies, protocol_class.max_head_bytes = saved
+
+    answers = asyncio.run(burst())
+    statuses = [transport.written.split(b" ", 2)[1] for transport, _ in answers]
+    assert statuses == [b"200", b"200", b"503", b"503", b"503"], statuses
+    assert [kept for _, kept in answers] == [len(body), len(body), 0, 0, 0]
+    for transport, _ in answers[2:]:
+        head = transport.written.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"retry-after: 1" in head

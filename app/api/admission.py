@@ -1,6 +1,7 @@
 """Admission before the body is read: inference requests beyond the process's limit
 get 503 with Retry-After at once (``{"error": ...}``, the shape every HTTP protocol
-here shares), before uvicorn has buffered more than its first read of the body.
+here shares), before uvicorn has buffered more than its first read of the body, or,
+for a large body beyond the protocol's buffer (``BodyBuffer``), none of it.
 """
 
 from __future__ import annotations
@@ -33,16 +34,23 @@ class AdmissionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # inference routes are the POSTs; GETs (health, metadata, metrics) and the
-        # operator's own calls always pass
-        if (
+        # operator's own calls always pass, unless the server dropped the body already
+        if not scope.get(admission.REFUSE_KEY) and (
             scope["type"] != "http"
             or scope["method"] != "POST"
             or scope["path"].startswith(OPERATOR_PATHS)
         ):
+            release = scope.get(admission.RELEASE_KEY)
+            if release is not None:
+                release()
             await self.app(scope, receive, send)
             return
         size = declared_length(scope)
-        if not self.gate.try_enter(size):
+        admitted = not scope.get(admission.REFUSE_KEY) and self.gate.try_enter(size)
+        release = scope.get(admission.RELEASE_KEY)
+        if release is not None:  # the gate counts the body from here, or it is refused
+            release()
+        if not admitted:
             self.on_refuse()
             body = orjson.dumps({"error": self.gate.refusal()})
             await send(

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.serving.admission import HOLD_KEY
+from app.serving.admission import HOLD_KEY, REFUSE_KEY, RELEASE_KEY, BodyBuffer
 from app.settings import get_settings
 
 log = logging.getLogger("app.http")
@@ -48,6 +49,9 @@ TOO_LARGE = _response(b"431 Request Header Fields Too Large", b"request head too
 TOO_MANY = _response(b"431 Request Header Fields Too Large", b"too many header fields")
 TOO_SLOW = _response(b"408 Request Timeout", b"request head not received in time")
 MAX_HOLD_S = 5.0
+# bodies declared larger than this take a place in the process's BodyBuffer before
+# uvicorn keeps them; smaller ones are kept at once (a thousand of them is 16 MiB)
+RESERVE_FROM = 16 * 1024
 
 
 class _Refused(Exception):
@@ -58,6 +62,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes: int = 0  # read from the settings by the first connection
     max_headers: int = 0
     head_timeout: float = 0.0
+    bodies: BodyBuffer = BodyBuffer(0)  # the process's, made by the first connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         cls = type(self)
@@ -66,11 +71,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cls.max_head_bytes = settings.max_header_bytes
             cls.max_headers = settings.max_headers
             cls.head_timeout = settings.header_timeout_s
+            cls.bodies = BodyBuffer(settings.max_in_flight_bytes)
         super().connection_made(transport)
         self.connected_at = self.loop.time()  # read by a draining server (app.runner.process)
         self._head_bytes = 0
         self._in_head = True
         self._head_started = False
+        self._reserved = 0  # this request's place in the BodyBuffer
+        self._dropping = False  # its body is not kept: the middleware refuses it
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
             cls.head_timeout, self._head_timed_out
         )
@@ -116,6 +124,37 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(TOO_MANY, "more than %d header fields", self.max_headers)
             raise _Refused  # the parser stops; data_received sees a closing transport
         super().on_headers_complete()
+        self._reserve_body()
+
+    def _reserve_body(self) -> None:
+        """A large body takes its place in the BodyBuffer before a byte of it is kept;
+        without one it is dropped as it arrives and the admission middleware answers
+        503 (it sees REFUSE_KEY)."""
+        self._release_body()
+        self._dropping = False
+        size = 0
+        for name, value in self.headers:
+            if name == b"content-length":
+                size = int(value) if value.isdigit() and len(value) <= 12 else 0
+                break
+        if size < RESERVE_FROM or self.cycle is None:
+            return
+        scope = cast("dict[str, object]", self.scope)
+        if self.bodies.reserve(size):
+            self._reserved = size
+            scope[RELEASE_KEY] = self._release_body
+        else:
+            self._dropping = True
+            scope[REFUSE_KEY] = True
+
+    def _release_body(self) -> None:
+        if self._reserved:
+            self.bodies.release(self._reserved)
+            self._reserved = 0
+
+    def on_body(self, body: bytes) -> None:
+        if not self._dropping:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         # whatever comes next on this connection is the next request's head (uvicorn's
@@ -126,6 +165,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._release_body()  # answered without the middleware's decision (an error)
         cycle = self.cycle
         hold = cycle.scope.get(HOLD_KEY) if cycle is not None else None
         if cycle is not None:  # the answer is out: the body it buffered is garbage, and
@@ -147,6 +187,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release_body()
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

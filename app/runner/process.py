@@ -40,6 +40,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from app.observability.logs import flush_logs
+from app.runner.memory import pin_mmap_threshold
 
 log = logging.getLogger("app.runner")
 
@@ -171,6 +172,10 @@ class DrainingServer(uvicorn.Server):
     """
 
     first_request_grace = 1.0  # seconds a just-accepted connection gets to send its request
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        pin_mmap_threshold()  # in each worker: bursts of large bodies give memory back
+        super().run(sockets=sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         listeners = [s for server in self.servers for s in (server.sockets or ())]

@@ -15,6 +15,11 @@ holding: ContextVar[bool] = ContextVar("admitted", default=False)
 # in the ASGI scope of a request answered 503 with Retry-After: the seconds for which
 # the HTTP protocol (app/runner/http.py) reads nothing more from that connection
 HOLD_KEY = "keras_serve.hold_s"
+# in the ASGI scope, set by the HTTP protocol (app/runner/http.py): REFUSE_KEY when it
+# dropped the body of a request the admission middleware must refuse; RELEASE_KEY, a
+# callable that frees the request's place among bodies buffered but not yet admitted
+REFUSE_KEY = "keras_serve.refuse"
+RELEASE_KEY = "keras_serve.release"
 RETRY_AFTER_S = 1
 
 
@@ -54,3 +59,29 @@ class Admission:
                 "in flight; retry shortly"
             )
         return f"the server is at its limit of {self.limit} requests in flight; retry shortly"
+
+
+class BodyBuffer:
+    """Bytes of request bodies the HTTP server has buffered for requests that the
+    admission middleware has not seen yet.
+
+    A burst of connections is parsed in one turn of the event loop, before any of their
+    requests reaches the middleware: each connection's first read (up to 256 KiB) would
+    be kept as its body, a thousand clients a quarter of a gigabyte, whatever the
+    admission limit. So the protocol reserves a large body's declared size here when
+    its head arrives; beyond ``limit`` (a lone body always fits) it drops the body and
+    the middleware answers 503. The middleware frees the reservation when it decides,
+    from then on the admission byte budget counts the body."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def reserve(self, size: int) -> bool:
+        if self.held and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held -= size
