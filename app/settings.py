@@ -157,9 +157,9 @@ class Settings(BaseSettings):
     inline_run_us: float = Field(
         100.0,
         ge=0,
-        description="with at most 4 requests in flight, a runtime call of at most 8 rows runs "
-        "on the event loop, not a worker thread, when it is expected to take at most this "
-        "long (the thread hop costs more); 0 = always on a worker thread",
+        description="a runtime call runs on the event loop, not a worker thread, when it is "
+        "expected to take at most this long (the thread hop costs more); 0 = always on a "
+        "worker thread",
     )
     max_batch_wait_ms: float = Field(
         0.0,

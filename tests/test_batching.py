@@ -170,20 +170,36 @@ def test_small_fast_calls_run_on_the_event_loop(delay: float, budget: float, inl
     assert on_loop == [inline] * 4, threads
 
 
-def test_under_load_small_calls_stay_on_a_worker_thread() -> None:
-    """With many requests in flight the loop must keep reading requests while the model
-    computes: no call runs on it, however cheap."""
+@pytest.mark.parametrize(
+    ("cpu_timed", "busy", "inline"),
+    [(True, False, True), (False, False, False), (True, True, False)],
+)
+def test_a_call_costs_its_cpu_time_when_the_runtime_computes_on_its_caller(
+    cpu_timed: bool, busy: bool, inline: bool
+) -> None:
+    """Time a call spends waiting (for the GIL, here a sleep) is no cost of the call when
+    the runtime computes on its caller's thread: such a call still runs on the loop.
+    Measured by the wall clock it stays on a worker thread; so does a call that does
+    take the CPU for longer than the budget."""
     threads: list[str] = []
 
     def fn(x: np.ndarray) -> np.ndarray:
         threads.append(threading.current_thread().name)
+        if busy:
+            end = time.thread_time() + 0.002
+            while time.thread_time() < end:
+                pass
+        else:
+            time.sleep(0.002)
         return x
 
     async def main() -> None:
         with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
-            batcher = Batcher(fn, pool, 64, 0.0, inline_budget=1.0, quiet=lambda: False)
+            batcher = Batcher(fn, pool, 64, 0.0, inline_budget=500e-6, cpu_timed=cpu_timed)
             for i in range(4):
                 await batcher.submit(np.full((1, 2), float(i)))
 
     run(main())
-    assert all(name.startswith("worker") for name in threads), threads
+    assert threads[0].startswith("worker")  # not measured yet
+    on_loop = [name == threading.main_thread().name for name in threads[1:]]
+    assert on_loop == [inline] * 3, threads

@@ -18,6 +18,10 @@ class RuntimeLoadError(RuntimeError):
 class InferenceRuntime(Protocol):
     name: str  # "onnx", "tensorflow", "keras"
     device: str  # e.g. "CPU", "GPU:0 (CUDAExecutionProvider)"
+    # a call computes on the calling thread alone, so its CPU time is its cost (the
+    # batcher runs cheap calls on the event loop); False for runtimes with thread
+    # pools of their own or a device the caller waits for
+    on_caller_thread: bool
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Network outputs for a batch of encoded inputs (blocking)."""

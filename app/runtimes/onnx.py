@@ -39,6 +39,7 @@ class OnnxRuntime:
         self._input = self._session.get_inputs()[0].name
         provider = self._session.get_providers()[0]
         self.device = "GPU:0 (CUDAExecutionProvider)" if provider.startswith("CUDA") else "CPU"
+        self.on_caller_thread = threads == 1 and self.device == "CPU"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._session.run(None, {self._input: x})[0])

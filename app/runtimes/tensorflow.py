@@ -22,6 +22,7 @@ def tensorflow_devices() -> list[str]:
 
 class SavedModelRuntime:
     name = "tensorflow"
+    on_caller_thread = False  # TensorFlow computes on thread pools of its own
 
     def __init__(self, path: Path) -> None:
         import tensorflow as tf
@@ -50,6 +51,7 @@ class KerasPredictRuntime:
     """The naive baseline (``model.predict`` per call), kept only for the benchmark."""
 
     name = "keras"
+    on_caller_thread = False
 
     def __init__(self, path: Path) -> None:
         import keras

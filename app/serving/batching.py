@@ -19,13 +19,15 @@ and invalid input never reaches here (it is rejected while encoding).
 A runtime call normally runs on a worker thread, so that the event loop keeps
 serving while the model computes. Handing a call to a thread and back costs
 hundreds of microseconds once the loop is busy (the GIL changes hands several
-times), which is more than a small model takes for a few rows. So when the server
-is nearly idle (``quiet()``: a few requests in flight), a batch of at most
-``INLINE_MAX_ROWS`` rows runs on the loop itself, provided it is expected to take at
-most ``inline_budget`` seconds (its rows times a running average of the time per row
-of small calls, which overestimates): at c=1 this halves the latency of the tabular
-models, and a slow model (digits v2's CNN, 150 µs a row here) never qualifies. Under
-load the thread keeps the model computing while the loop reads the next requests.
+times), which is more than a small model takes for a whole batch. So a batch
+expected to take at most ``inline_budget`` seconds runs on the loop itself: its rows
+times a running average of the cost per row. The cost is measured as the CPU time of
+the thread that ran the call when the runtime computes on its caller's thread
+(``cpu_timed``: ONNX Runtime with one intra-op thread): wall-clock time on a worker
+thread includes its waits for the GIL, which under load made a 30 µs call look like
+700 µs and kept every call off the loop. Measured at c=64 (native iris, v2 income,
+paired runs), this answers 2-26% more requests than a thread for every call; a slow
+model (digits v2's CNN, 150 µs a row here) never qualifies.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ from app.serving.statistics import Timing
 
 # a request that waited at least this long is asked whether its client is still there
 ASK_AFTER_S = 0.05
-# batches of at most this many rows may run on the event loop (see the module's doc)
-INLINE_MAX_ROWS = 8
 
 
 @dataclass
@@ -70,12 +70,12 @@ class Batcher:
         on_drop: Callable[[str], None] | None = None,
         name: str = "model",
         inline_budget: float = 0.0,
-        quiet: Callable[[], bool] = lambda: True,
+        cpu_timed: bool = False,
     ) -> None:
         self._fn = fn
         self.inline_budget = inline_budget
-        self._quiet = quiet
-        # running average of seconds per row in small calls (None: not measured yet)
+        self._clock = time.thread_time if cpu_timed else time.perf_counter
+        # running average of seconds per row of a call (None: not measured yet)
         self.row_cost_s: float | None = None
         self._executor = executor
         self.max_batch = max_batch
@@ -165,9 +165,8 @@ class Batcher:
                         pending.future.set_exception(exc)
                 continue
             ended = time.perf_counter_ns()
-            if len(joined) <= INLINE_MAX_ROWS:
-                per_row, last = took / len(joined), self.row_cost_s
-                self.row_cost_s = per_row if last is None else 0.8 * last + 0.2 * per_row
+            per_row, last = took / len(joined), self.row_cost_s
+            self.row_cost_s = per_row if last is None else 0.8 * last + 0.2 * per_row
             start = 0
             for pending in batch:
                 if pending.timing is not None:
@@ -178,18 +177,14 @@ class Batcher:
 
     def _runs_inline(self, rows: int) -> bool:
         cost = self.row_cost_s
-        return (
-            rows <= INLINE_MAX_ROWS
-            and cost is not None
-            and rows * cost <= self.inline_budget
-            and self._quiet()
-        )
+        return cost is not None and rows * cost <= self.inline_budget
 
     def _timed(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """The runtime's answer and how long it took (on whichever thread runs it)."""
-        started = time.perf_counter()
+        """The runtime's answer and what it cost (on whichever thread runs it)."""
+        clock = self._clock
+        started = clock()
         out = self._fn(x)
-        return out, time.perf_counter() - started
+        return out, clock() - started
 
     async def _live(self, batch: list[Pending], loop: asyncio.AbstractEventLoop) -> list[Pending]:
         """The part of ``batch`` someone still waits for; the rest is answered or dropped.

@@ -61,9 +61,6 @@ T = TypeVar("T")
 # at or above this many raw values a request is encoded off the event loop; below it
 # the thread hop (tens of microseconds) costs more than the encoding itself
 OFFLOAD_VALUES = 4096
-# a small runtime call may run on the event loop only with at most this many requests in
-# flight (app/serving/batching.py): under load the worker thread's parallelism wins
-INLINE_MAX_IN_FLIGHT = 4
 
 
 @dataclass
@@ -476,7 +473,7 @@ class DataPlane:
                 on_drop=dropped,
                 name=f"{model.name} v{model.version}",
                 inline_budget=self.settings.inline_run_us / 1e6,
-                quiet=lambda: self.admission.in_flight <= INLINE_MAX_IN_FLIGHT,
+                cpu_timed=model.runtime.on_caller_thread,
             )
         return Lane(model, timed, batcher, DriftWindow(self.settings.drift_window))
 
