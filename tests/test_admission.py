@@ -217,3 +217,21 @@ async def test_a_full_queue_refuses_before_the_body_is_read(
         assert "queue" in refused.json()["error"] and refused.headers["retry-after"] == "1"
         assert (await running).status_code == 200
         assert (await queued).status_code == 200
+
+
+def test_the_body_buffer_bounds_what_waits_for_admission() -> None:
+    """Declared bodies fit while their total stays within the limit (a lone one always
+    does); a place given back twice is given back once."""
+    from app.serving.admission import BodyBuffer
+
+    bodies = BodyBuffer(100)
+    first = bodies.reserve(60)
+    assert first is not None and bodies.reserve(50) is None  # 110 would exceed 100
+    second = bodies.reserve(40)
+    assert second is not None and bodies.held == 100
+    first()
+    first()
+    assert bodies.held == 40
+    second()
+    lone = bodies.reserve(1000)  # nothing else held: a lone body always fits
+    assert lone is not None and bodies.held == 1000

@@ -77,8 +77,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True
         self._head_started = False
-        self._reserved = 0  # this request's place in the BodyBuffer
-        self._dropping = False  # its body is not kept: the middleware refuses it
+        self._dropping = False  # this request's body is not kept: the middleware refuses it
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
             cls.head_timeout, self._head_timed_out
         )
@@ -127,10 +126,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reserve_body()
 
     def _reserve_body(self) -> None:
-        """A large body takes its place in the BodyBuffer before a byte of it is kept;
-        without one it is dropped as it arrives and the admission middleware answers
-        503 (it sees REFUSE_KEY)."""
-        self._release_body()
+        """A large body takes its place in the BodyBuffer before a byte of it is kept
+        (the scope carries the function that gives it back); without one it is dropped
+        as it arrives and the admission middleware answers 503 (it sees REFUSE_KEY)."""
         self._dropping = False
         size = 0
         for name, value in self.headers:
@@ -140,17 +138,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if size < RESERVE_FROM or self.cycle is None:
             return
         scope = cast("dict[str, object]", self.scope)
-        if self.bodies.reserve(size):
-            self._reserved = size
-            scope[RELEASE_KEY] = self._release_body
+        release = self.bodies.reserve(size)
+        if release is not None:
+            scope[RELEASE_KEY] = release
         else:
             self._dropping = True
             scope[REFUSE_KEY] = True
 
-    def _release_body(self) -> None:
-        if self._reserved:
-            self.bodies.release(self._reserved)
-            self._reserved = 0
+    def _release_bodies(self) -> None:
+        """Give back the places of requests the middleware will not see: the connection
+        closed before their turn (the middleware gives back all the others)."""
+        cycles = [self.cycle] if self.cycle is not None else []
+        for cycle in [*cycles, *(cycle for cycle, _ in self.pipeline)]:
+            release = cycle.scope.get(RELEASE_KEY)
+            if callable(release):
+                release()
 
     def on_body(self, body: bytes) -> None:
         if not self._dropping:
@@ -165,7 +167,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._release_body()  # answered without the middleware's decision (an error)
         cycle = self.cycle
         hold = cycle.scope.get(HOLD_KEY) if cycle is not None else None
         if cycle is not None:  # the answer is out: the body it buffered is garbage, and
@@ -187,7 +188,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._release_body()
+        self._release_bodies()
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

@@ -8,6 +8,7 @@ callers) are admitted there. A request is counted once, whichever door it used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 
 # set while a request holds a place, so that the data plane does not count it twice
@@ -77,11 +78,18 @@ class BodyBuffer:
         self.limit = limit
         self.held = 0
 
-    def reserve(self, size: int) -> bool:
+    def reserve(self, size: int) -> Callable[[], None] | None:
+        """A function that gives the place back (once, however often it is called), or
+        None when there is no room."""
         if self.held and self.held + size > self.limit:
-            return False
+            return None
         self.held += size
-        return True
+        released = False
 
-    def release(self, size: int) -> None:
-        self.held -= size
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.held -= size
+
+        return release
