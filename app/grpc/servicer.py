@@ -42,7 +42,7 @@ from app import __version__
 from app.api import tensors
 from app.api.errors import ClientError
 from app.api.repository import statistics, token_matches
-from app.api.v2 import PLATFORMS, SERVER_NAME, describe
+from app.api.v2 import PLATFORMS, SERVER_NAME, classes_parameter, describe
 from app.artifacts import LABEL_PATTERN, MAX_VERSION, parse_version_ref
 from app.auth import KeyRing, presented_key
 from app.observability import tracing
@@ -425,7 +425,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         inference.deadline = time.monotonic() + limit  # queued work past it is dropped
         async with asyncio.timeout(limit):  # and a running call is abandoned
             response = await self.plane.infer(name, version, inference)
-        classes = json.dumps(response.classes)
+        classes = classes_parameter(response.classes)
         if len(response.unknown_categories) >= LARGE_ANSWER:
             return await self.plane.offload(encode_response, response, as_raw, classes)
         return encode_response(response, as_raw, classes)
