@@ -258,11 +258,14 @@ def decode_input(item: service_pb2.ModelInferRequest.InferInputTensor, raw: byte
     if datatype not in tensors.DTYPES:
         raise invalid(f"{where}: unknown datatype {datatype!r}")
     shape = tuple(item.shape)
-    if not (0 < len(shape) <= MAX_DIMS and all(0 <= d <= 2**31 for d in shape)):
+    if not (0 < len(shape) <= MAX_DIMS and min(shape) >= 0 and max(shape) <= 2**31):
         raise invalid(f"{where}: shape must hold 1 to {MAX_DIMS} sizes >= 0, got {list(shape)}")
-    if "shared_memory_region" in item.parameters:
+    if item.parameters and "shared_memory_region" in item.parameters:
         raise invalid(f"{where}: shared memory is not supported")
-    filled = [field.name for field, _ in item.contents.ListFields()]
+    # (a message field is "set" once any of its fields is; HasField is the cheap question)
+    filled = (
+        [field.name for field, _ in item.contents.ListFields()] if item.HasField("contents") else []
+    )
     if raw is not None:
         if filled:
             raise invalid(f"{where}: has both contents and raw_input_contents; send one")
