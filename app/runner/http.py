@@ -135,8 +135,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if name == b"content-length":
                 size = int(value) if value.isdigit() and len(value) <= 12 else 0
                 break
-        if size < RESERVE_FROM or self.cycle is None:
-            return
+        if size < RESERVE_FROM or self.cycle is None or self.parser.should_upgrade():
+            return  # (an upgrade is no HTTP request the middleware would see)
         scope = cast("dict[str, object]", self.scope)
         release = self.bodies.reserve(size)
         if release is not None:
