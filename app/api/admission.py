@@ -17,15 +17,6 @@ from app.serving.admission import RETRY_AFTER_S, Admission
 OPERATOR_PATHS = ("/admin/", "/v2/repository/")
 
 
-def declared_length(scope: Scope) -> int:
-    """The body size a request declares (0 without a valid Content-Length; the body
-    limit middleware bounds a chunked body while it streams)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() and len(value) <= 12 else 0
-    return 0
-
-
 class AdmissionMiddleware:
     def __init__(self, app: ASGIApp, gate: Admission, on_refuse: Callable[[], None]) -> None:
         self.app = app
@@ -33,23 +24,21 @@ class AdmissionMiddleware:
         self.on_refuse = on_refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        release = scope.get(admission.RELEASE_KEY)
+        if release is not None:  # from here the gate counts the body, or it is refused
+            release()
+        refused = scope.get(admission.REFUSE_KEY)  # the server dropped the body already
         # inference routes are the POSTs; GETs (health, metadata, metrics) and the
-        # operator's own calls always pass, unless the server dropped the body already
-        if not scope.get(admission.REFUSE_KEY) and (
+        # operator's own calls always pass, unless their body was dropped
+        if not refused and (
             scope["type"] != "http"
             or scope["method"] != "POST"
             or scope["path"].startswith(OPERATOR_PATHS)
         ):
-            release = scope.get(admission.RELEASE_KEY)
-            if release is not None:
-                release()
             await self.app(scope, receive, send)
             return
-        size = declared_length(scope)
-        admitted = not scope.get(admission.REFUSE_KEY) and self.gate.try_enter(size)
-        release = scope.get(admission.RELEASE_KEY)
-        if release is not None:  # the gate counts the body from here, or it is refused
-            release()
+        size = admission.declared_size(scope["headers"])
+        admitted = not refused and self.gate.try_enter(size)
         if not admitted:
             self.on_refuse()
             body = orjson.dumps({"error": self.gate.refusal()})

@@ -29,7 +29,7 @@ from typing import cast
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.serving.admission import HOLD_KEY, REFUSE_KEY, RELEASE_KEY, BodyBuffer
+from app.serving.admission import HOLD_KEY, REFUSE_KEY, RELEASE_KEY, BodyBuffer, declared_size
 from app.settings import get_settings
 
 log = logging.getLogger("app.http")
@@ -130,11 +130,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         (the scope carries the function that gives it back); without one it is dropped
         as it arrives and the admission middleware answers 503 (it sees REFUSE_KEY)."""
         self._dropping = False
-        size = 0
-        for name, value in self.headers:
-            if name == b"content-length":
-                size = int(value) if value.isdigit() and len(value) <= 12 else 0
-                break
+        size = declared_size(self.headers)
         if size < RESERVE_FROM or self.cycle is None or self.parser.should_upgrade():
             return  # (an upgrade is no HTTP request the middleware would see)
         scope = cast("dict[str, object]", self.scope)

@@ -8,7 +8,7 @@ callers) are admitted there. A request is counted once, whichever door it used.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 
 # set while a request holds a place, so that the data plane does not count it twice
@@ -22,6 +22,15 @@ HOLD_KEY = "keras_serve.hold_s"
 REFUSE_KEY = "keras_serve.refuse"
 RELEASE_KEY = "keras_serve.release"
 RETRY_AFTER_S = 1
+
+
+def declared_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The body size a request's raw headers declare (0 without a valid Content-Length;
+    the body limit middleware bounds a chunked body while it streams)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() and len(value) <= 12 else 0
+    return 0
 
 
 class Admission:
