@@ -159,7 +159,10 @@ def test_sigterm_under_load_answers_every_accepted_connection(workers: int) -> N
                     unanswered.append(repr(exc))
                 return
 
+    # 32 bodies of about 120 KB at once: over the default body budget (MAX_IN_FLIGHT_BYTES),
+    # which would answer some 503 at once; this test is about draining, so it lifts it
     env = {**TWO, "WORKERS": str(workers), "BATCHING": "false"}
+    env["MAX_IN_FLIGHT_BYTES"] = str(64 << 20)
     with service_process(MODELS_DIR, env) as service:
         threads = [threading.Thread(target=client, args=(service.url,)) for _ in range(32)]
         for thread in threads:
