@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.artifacts import CARD_FILE, CONFIG_FILE, ONNX_FILE, ModelConfig, read_config
+from app.serving.errors import ModelNotFound
 from app.serving.repository import OUTSIDE_POLICY, ModelRepository
 from tests.conftest import MODELS_DIR
 from tests.live_server import service_process
@@ -257,6 +258,36 @@ def test_version_policy_latest_and_labels_always_load(tmp_path: Path) -> None:
     assert repository.versions("iris")[2].reason == OUTSIDE_POLICY
     assert repository.get("iris", "old").version == 1
     assert repository.default_version("iris") == 3
+
+
+def test_every_change_is_seen_by_the_next_lookup(tmp_path: Path) -> None:
+    """``get`` keeps its answers (two lookups a request); each kind of change must
+    replace them before the next request, in the same thread and with no wait."""
+    for version in (1, 2):
+        copy_version(tmp_path, version, version)
+    repository = ModelRepository(tmp_path, "onnx")
+    repository.load_all()
+    assert repository.get("iris").version == 2 and repository.get("iris", 2).version == 2
+    repository.set_config("iris", ModelConfig.model_validate({"labels": {"stable": 1}}), False)
+    assert repository.get("iris").version == 1  # the stable label now names the default
+    assert repository.get("iris", "stable").version == 1
+    repository.set_config("iris", ModelConfig(), False)
+    assert repository.get("iris").version == 2
+    repository.unload_version("iris", 2)
+    with pytest.raises(ModelNotFound, match="not serving"):
+        repository.get("iris", 2)
+    assert repository.get("iris").version == 1
+    copy_version(tmp_path, 2, 3)
+    repository.load_version("iris", 3, tmp_path / "iris" / "3")
+    assert repository.get("iris").version == 3
+    repository.remove_version("iris", 3)
+    assert repository.get("iris").version == 1
+    first = repository.get("iris", 1)
+    repository.load_version("iris", 1, tmp_path / "iris" / "1")  # reloaded: a new model
+    assert repository.get("iris", 1) is not first
+    repository.forget_model("iris")
+    with pytest.raises(ModelNotFound):
+        repository.get("iris", 1)
 
 
 @pytest.mark.parametrize(

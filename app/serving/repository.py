@@ -101,9 +101,20 @@ class ModelRepository:
         self._configs: dict[str, ModelConfig] = {}
         self._config_stamps: dict[str, tuple[int, int] | None] = {}
         self._canary_credit: dict[str, float] = {}
+        # what ``get`` answered per (name, reference): every request asks twice (the room
+        # check before its body is read, then the call), and each answer costs a
+        # resolve; any change to states or configs empties it (see ``_changed``)
+        self._answers: dict[tuple[str, VersionRef], ServedModel] = {}
+        self._generation = 0
         self._lock = threading.Lock()
         self.startup_complete = False
         self.listeners: list[Callable[[VersionState], None]] = []
+
+    def _changed(self) -> None:
+        """Forget cached answers after a change. The generation lets a lookup that ran
+        across the change (another thread loads and unloads) decline to store its answer."""
+        self._generation += 1
+        self._answers.clear()
 
     # ---------------------------------------------------------------- loading
     def load_all(self) -> None:
@@ -146,6 +157,7 @@ class ModelRepository:
         if config == self.config(name):
             return False
         self._configs[name] = config
+        self._changed()
         log.info("model %s: config %s", name, config.model_dump_json(exclude_defaults=True))
         return True
 
@@ -160,6 +172,7 @@ class ModelRepository:
                     f"labels.{label}: version {version} of model {name!r} is not serving"
                 )
         self._configs[name] = config
+        self._changed()
         written = False
         if persist:
             try:
@@ -183,13 +196,16 @@ class ModelRepository:
         state = VersionState(name, version, path, VersionStatus.UNLOADED, OUTSIDE_POLICY)
         with self._lock:
             self._states.setdefault(name, {})[version] = state
+            self._changed()
         for listener in self.listeners:
             listener(state)
         return state
 
     def load_version(self, name: str, version: int, path: Path) -> VersionState:
         state = VersionState(name, version, path, VersionStatus.LOADING)
-        self._states.setdefault(name, {}).setdefault(version, state)
+        with self._lock:
+            self._states.setdefault(name, {}).setdefault(version, state)
+            self._changed()
         stamp = fingerprint(path)  # before loading: a change while loading shows next pass
         try:
             model = ServedModel.load(
@@ -223,6 +239,7 @@ class ModelRepository:
                 state.model = previous.model  # a broken replacement leaves the old one serving
                 state.load_seconds = previous.load_seconds
             self._states[name][version] = state
+            self._changed()
         for listener in self.listeners:
             listener(state)
         return state
@@ -236,6 +253,7 @@ class ModelRepository:
                 )
             unloaded = VersionState(name, version, state.path, VersionStatus.UNLOADED)
             self._states[name][version] = unloaded
+            self._changed()
         for listener in self.listeners:
             listener(unloaded)
         return unloaded
@@ -248,6 +266,7 @@ class ModelRepository:
             path = previous.path if previous else self.models_dir / name / str(version)
             removed = VersionState(name, version, path, VersionStatus.UNLOADED, REMOVED)
             self._states.setdefault(name, {})[version] = removed
+            self._changed()
         for listener in self.listeners:
             listener(removed)
         return removed
@@ -260,6 +279,7 @@ class ModelRepository:
             self._configs.pop(name, None)
             self._config_stamps.pop(name, None)
             self._canary_credit.pop(name, None)
+            self._changed()
         for state in states.values():
             gone = VersionState(name, state.version, state.path, VersionStatus.UNLOADED, REMOVED)
             for listener in self.listeners:
@@ -318,6 +338,10 @@ class ModelRepository:
 
     def get(self, name: str, version: VersionRef = None) -> ServedModel:
         """The version a reference names (a number, a label, or None: the default)."""
+        answer = self._answers.get((name, version))
+        if answer is not None:
+            return answer
+        generation = self._generation
         number = self.resolve(name, version)
         state = self._states[name].get(number)
         if state is None:
@@ -327,6 +351,8 @@ class ModelRepository:
             if not isinstance(version, int):
                 what = f"names version {number}, which " + what
             raise ModelNotFound(name, version, what)
+        if generation == self._generation:
+            self._answers[name, version] = state.model
         return state.model
 
     def route(self, name: str, version: VersionRef = None) -> ServedModel:
