@@ -176,8 +176,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(facts.model, facts.version, PROTOCOL, code.name).inc()
-            self.metrics.latency.labels(facts.model, facts.version, PROTOCOL).observe(elapsed)
+            self.metrics.record_request(facts.model, facts.version, PROTOCOL, code.name, elapsed)
             if self.settings.access_log:  # the same cheap queued line as HTTP's
                 log_access(
                     "GRPC",

@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -133,9 +134,34 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        # labelled children of requests and latency: ``labels()`` checks and locks on
+        # every call, and every request (HTTP and gRPC) records into both
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._histograms: dict[tuple[str, ...], Any] = {}
         self._samplers: list[threading.Event] = []
         if not self.multiprocess:  # several workers: WorkerProcesses, at scrape time
             ProcessCollector(registry=r)
+
+    def record_request(
+        self, model: str, version: str, protocol: str, status: str, elapsed: float
+    ) -> None:
+        """One answered request in ``requests`` and ``latency``."""
+        key = (model, version, protocol, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._child(self.requests, key)
+        counter.inc()
+        where = key[:3]
+        histogram = self._histograms.get(where)
+        if histogram is None:
+            histogram = self._histograms[where] = self._child(self.latency, where)
+        histogram.observe(elapsed)
+
+    def _child(self, family: Counter | Histogram, key: tuple[str, ...]) -> Any:
+        if len(self._counters) + len(self._histograms) > 10_000:  # labels from the repository
+            self._counters.clear()  # only, but versions come and go: stay bounded
+            self._histograms.clear()
+        return family.labels(*key)
 
     def track_queue(self, depth: Callable[[], int], interval: float = 1.0) -> None:
         """Report ``depth()`` as the queue depth.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability import tracing
@@ -47,9 +46,6 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        # labelled children by label values: ``labels()`` checks and locks on every call
-        self._counters: dict[tuple[str, ...], Any] = {}
-        self._histograms: dict[tuple[str, ...], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +86,9 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             path: str = scope["path"]
             if not path.startswith(UNTRACKED):
-                self._record(facts, protocol_of(path), str(status), elapsed)
+                self.metrics.record_request(
+                    facts.model, facts.version, protocol_of(path), str(status), elapsed
+                )
             if self.access_log:  # a tuple onto a queue: the writer thread formats it
                 log_access(
                     scope["method"],
@@ -106,21 +104,3 @@ class ObservabilityMiddleware:
             tracing.current_trace.reset(trace_token)
             if tracing.exporter.enabled:
                 tracing.exporter.export(trace, f"{scope['method']} {scope['path']}")
-
-    def _record(self, facts: RequestFacts, protocol: str, status: str, elapsed: float) -> None:
-        key = (facts.model, facts.version, protocol, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self._child(self.metrics.requests, key)
-        counter.inc()
-        where = key[:3]
-        histogram = self._histograms.get(where)
-        if histogram is None:
-            histogram = self._histograms[where] = self._child(self.metrics.latency, where)
-        histogram.observe(elapsed)
-
-    def _child(self, family: Counter | Histogram, key: tuple[str, ...]) -> Any:
-        if len(self._counters) + len(self._histograms) > 10_000:  # labels from the repository
-            self._counters.clear()  # only, but versions come and go: stay bounded
-            self._histograms.clear()
-        return family.labels(*key)
