@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.serving.batching import Batcher
+from app.serving.batching import Batcher, CallCost
 from tests.conftest import MODELS_DIR
 from tests.live_server import service_process
 
@@ -203,3 +203,46 @@ def test_a_call_costs_its_cpu_time_when_the_runtime_computes_on_its_caller(
     assert threads[0].startswith("worker")  # not measured yet
     on_loop = [name == threading.main_thread().name for name in threads[1:]]
     assert on_loop == [inline] * 3, threads
+
+
+def test_a_call_is_expected_to_cost_what_calls_of_its_size_cost() -> None:
+    """Per size class, not per row over all sizes: a small model's 1-row call costs
+    almost what its 64-row call does."""
+    cost = CallCost()
+    assert cost.expected(1) is None  # nothing measured yet
+    cost.observe(1, 50e-6)
+    cost.observe(64, 60e-6)
+    assert cost.expected(1) == pytest.approx(50e-6)
+    assert cost.expected(64) == pytest.approx(60e-6)  # not 64 x 50 us
+    # a size not measured yet: the per-row cost of the nearest smaller size (high side)
+    assert cost.expected(8) == pytest.approx(8 * 50e-6)
+    assert CallCost().expected(3) is None
+
+
+def test_an_inflated_measurement_moves_the_estimate_a_little() -> None:
+    """A decaying minimum: a call slowed by other threads raises the estimate by at most
+    RISE; the next measurement at the call's own cost brings it back."""
+    cost = CallCost()
+    cost.observe(1, 20e-6)
+    cost.observe(1, 400e-6)
+    assert cost.expected(1) == pytest.approx(20e-6 * CallCost.RISE)
+    cost.observe(1, 20e-6)
+    assert cost.expected(1) == pytest.approx(20e-6)
+    for _ in range(100):  # a model that really became slower is followed, step by step
+        cost.observe(1, 400e-6)
+    assert cost.expected(1) == pytest.approx(400e-6)
+
+
+@pytest.mark.parametrize(("measured", "tried"), [(200e-6, 3), (500e-6, 0)])
+def test_a_call_near_the_budget_is_tried_on_the_loop_now_and_then(
+    measured: float, tried: int
+) -> None:
+    """Measured on a worker thread a small call looks dearer than it is on the loop; one
+    within PROBE_RANGE of the budget runs on the loop once in PROBE_EVERY calls, to be
+    measured there. A slow one never does."""
+    cost = CallCost()
+    cost.observe(4, measured)
+    calls = 3 * CallCost.PROBE_EVERY
+    inline = sum(cost.runs_inline(4, 100e-6) for _ in range(calls))
+    assert inline == tried
+    assert cost.runs_inline(4, 300e-6) is (measured <= 300e-6)

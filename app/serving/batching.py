@@ -20,14 +20,14 @@ A runtime call normally runs on a worker thread, so that the event loop keeps
 serving while the model computes. Handing a call to a thread and back costs
 hundreds of microseconds once the loop is busy (the GIL changes hands several
 times), which is more than a small model takes for a whole batch. So a batch
-expected to take at most ``inline_budget`` seconds runs on the loop itself: its rows
-times a running average of the cost per row. The cost is measured as the CPU time of
+expected to take at most ``inline_budget`` seconds runs on the loop itself (see
+:class:`CallCost` for how that is expected). The cost is measured as the CPU time of
 the thread that ran the call when the runtime computes on its caller's thread
 (``cpu_timed``: ONNX Runtime with one intra-op thread): wall-clock time on a worker
 thread includes its waits for the GIL, which under load made a 30 µs call look like
 700 µs and kept every call off the loop. Measured at c=64 (native iris, v2 income,
 paired runs), this answers 2-26% more requests than a thread for every call; a slow
-model (digits v2's CNN, 150 µs a row here) never qualifies.
+model (digits v2's CNN, 115 µs a row here) never qualifies.
 """
 
 from __future__ import annotations
@@ -58,6 +58,68 @@ class Pending:
     timing: Timing | None = None  # filled with when its runtime call ran (statistics)
 
 
+class CallCost:
+    """What a runtime call of ``rows`` rows is expected to cost, learnt from the calls made.
+
+    Kept per size class (1, 2-3, 4-7, ... rows) as a cost per row, because for a small
+    model the fixed cost of a call is most of it: per row, a 1-row call of the salary
+    model costs 45 times what a 64-row call does, so one running average over all sizes
+    swung with the batch sizes of the last few calls. Each class keeps a decaying minimum:
+    a measurement below the estimate replaces it, one above raises it by at most
+    ``RISE``. Under load a call's CPU time also holds the GIL hand-offs and cache misses
+    that other threads cause, 3-5 times the call's own cost for the salary model here;
+    as an average, those flipped a model between the loop and a thread from one batch to
+    the next, and each flip made the next measurement worse. The minimum follows what
+    the call itself costs.
+
+    Measured on a worker thread, a small call costs most (a 1-row salary call: 160 µs
+    or more of CPU there, 8-20 µs on the loop), so an estimate made only from thread
+    measurements would keep a cheap model off the loop for good. A call expected to
+    cost at most ``PROBE_RANGE`` times the budget therefore runs on the loop once in
+    ``PROBE_EVERY`` calls of its size, to be measured there; a slow model (a 64-row
+    batch of digits v2 takes 7 ms) is never tried.
+    """
+
+    RISE = 1.05
+    PROBE_RANGE = 4.0
+    PROBE_EVERY = 32
+
+    def __init__(self) -> None:
+        self._per_row: dict[int, float] = {}  # size class -> seconds per row
+        self._calls: dict[int, int] = {}  # size class -> calls kept off the loop
+
+    def observe(self, rows: int, seconds: float) -> None:
+        size = rows.bit_length()
+        per_row = seconds / rows
+        last = self._per_row.get(size)
+        self._per_row[size] = per_row if last is None else min(per_row, last * self.RISE)
+
+    def expected(self, rows: int) -> float | None:
+        """Seconds, or None before any call of this size or smaller was measured (a
+        smaller call costs at least as much per row, so its figure errs on the high side)."""
+        size = rows.bit_length()
+        per_row = self._per_row.get(size)
+        if per_row is None:
+            smaller = [s for s in self._per_row if s < size]
+            if not smaller:
+                return None
+            per_row = self._per_row[max(smaller)]
+        return per_row * rows
+
+    def runs_inline(self, rows: int, budget: float) -> bool:
+        """Whether a call of ``rows`` rows should run on the event loop."""
+        cost = self.expected(rows)
+        if cost is None:
+            return False
+        if cost <= budget:
+            return True
+        if cost > self.PROBE_RANGE * budget:
+            return False
+        size = rows.bit_length()
+        calls = self._calls[size] = self._calls.get(size, 0) + 1
+        return calls % self.PROBE_EVERY == 0
+
+
 class Batcher:
     def __init__(
         self,
@@ -75,8 +137,7 @@ class Batcher:
         self._fn = fn
         self.inline_budget = inline_budget
         self._clock = time.thread_time if cpu_timed else time.perf_counter
-        # running average of seconds per row of a call (None: not measured yet)
-        self.row_cost_s: float | None = None
+        self.cost = CallCost()
         self._executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -165,8 +226,7 @@ class Batcher:
                         pending.future.set_exception(exc)
                 continue
             ended = time.perf_counter_ns()
-            per_row, last = took / len(joined), self.row_cost_s
-            self.row_cost_s = per_row if last is None else 0.8 * last + 0.2 * per_row
+            self.cost.observe(len(joined), took)
             start = 0
             for pending in batch:
                 if pending.timing is not None:
@@ -176,8 +236,7 @@ class Batcher:
                 start += len(pending.x)
 
     def _runs_inline(self, rows: int) -> bool:
-        cost = self.row_cost_s
-        return cost is not None and rows * cost <= self.inline_budget
+        return self.cost.runs_inline(rows, self.inline_budget)
 
     def _timed(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """The runtime's answer and what it cost (on whichever thread runs it)."""
