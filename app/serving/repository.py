@@ -111,8 +111,9 @@ class ModelRepository:
         self.listeners: list[Callable[[VersionState], None]] = []
 
     def _changed(self) -> None:
-        """Forget cached answers after a change. The generation lets a lookup that ran
-        across the change (another thread loads and unloads) decline to store its answer."""
+        """Forget cached answers after a change (called holding ``_lock``). The
+        generation lets a lookup that ran across the change (another thread loads and
+        unloads) decline to store its answer."""
         self._generation += 1
         self._answers.clear()
 
@@ -156,8 +157,9 @@ class ModelRepository:
             return False
         if config == self.config(name):
             return False
-        self._configs[name] = config
-        self._changed()
+        with self._lock:
+            self._configs[name] = config
+            self._changed()
         log.info("model %s: config %s", name, config.model_dump_json(exclude_defaults=True))
         return True
 
@@ -171,8 +173,9 @@ class ModelRepository:
                 raise ConfigError(
                     f"labels.{label}: version {version} of model {name!r} is not serving"
                 )
-        self._configs[name] = config
-        self._changed()
+        with self._lock:
+            self._configs[name] = config
+            self._changed()
         written = False
         if persist:
             try:
@@ -351,8 +354,9 @@ class ModelRepository:
             if not isinstance(version, int):
                 what = f"names version {number}, which " + what
             raise ModelNotFound(name, version, what)
-        if generation == self._generation:
-            self._answers[name, version] = state.model
+        with self._lock:  # a change between the check and the store would leave it stale
+            if generation == self._generation:
+                self._answers[name, version] = state.model
         return state.model
 
     def route(self, name: str, version: VersionRef = None) -> ServedModel:
