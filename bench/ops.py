@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,17 +57,11 @@ DrainingServer(config).run()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(
     checkout: Path, env: dict[str, str], argv: list[str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    port = free_port()
+    port = run.free_port()
     log = Path(tempfile.mkstemp(prefix="ops-bench-", suffix=".log")[1])
     full = {
         **os.environ,

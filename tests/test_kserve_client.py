@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import triton_to_np_dtype
 
+from bench.run import ensure_peer_venv  # one environment serves the bench and this
 from tests.live_server import grpc_address, native_answers
 from tests.model_rows import card
 from tests.test_protocol_v2 import MODELS, TOLERANCE, instances
@@ -29,23 +29,11 @@ pytestmark = pytest.mark.slow  # starts the service and a second interpreter
 
 CLIENT = Path(__file__).with_name("kserve_grpc_client.py")
 DEFAULT_VENV = Path.home() / ".cache" / "keras-serve-bench" / "kserve-venv"
-# the same packages as bench/run.py's KServe peer, so one environment serves both
-PACKAGES = ["kserve", "onnxruntime"]
 
 
 def kserve_python() -> Path:
     """The interpreter of an environment that imports kserve, made when missing."""
-    venv = Path(os.environ.get("KSERVE_VENV", DEFAULT_VENV))
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import kserve, onnxruntime"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    for step in ([sys.executable, "-m", "venv", "--clear", str(venv)], [*pip, *PACKAGES], probe):
-        done = subprocess.run(step, capture_output=True, text=True)
-        assert done.returncode == 0, f"{' '.join(step[:4])} failed: {done.stderr[-800:]}"
-    return python
+    return ensure_peer_venv(Path(os.environ.get("KSERVE_VENV", DEFAULT_VENV)))
 
 
 def tensors(metadata: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
