@@ -18,6 +18,7 @@ import functools
 import json
 from typing import Any
 
+import msgspec
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -180,8 +181,71 @@ def header_length(request: Request) -> str | None:
     return None
 
 
+class TypedInput(msgspec.Struct, forbid_unknown_fields=True):
+    """An input tensor with the types the protocol gives its fields."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class TypedBody(msgspec.Struct, forbid_unknown_fields=True):
+    """An inference request with the types the protocol gives its fields."""
+
+    inputs: list[TypedInput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[Any] | None = None
+
+
+# A well-typed body read straight into objects costs a quarter of generic JSON followed
+# by type checks in Python (income's 14 tensors: 3 us against 13). What it refuses
+# (a wrong type, an unknown field, NaN, a lone surrogate, deep nesting) goes to the
+# generic reader, which names the problem; so this changes only how fast, never what.
+TYPED_BODY = msgspec.json.Decoder(TypedBody)
+NOT_TYPED = (msgspec.MsgspecError, ValueError, RecursionError)
+
+
+def read_body(header: bytes, binary: bytes) -> tuple[InferenceRequest, dict[str, bool]]:
+    """The protocol-neutral request from the JSON header and any binary data."""
+    try:
+        typed = TYPED_BODY.decode(header)
+    except NOT_TYPED:
+        return decode(parse_json(header), binary)
+    return decode_typed(typed, binary)
+
+
+def decode_typed(body: TypedBody, binary: bytes) -> tuple[InferenceRequest, dict[str, bool]]:
+    """:func:`decode` for a body whose fields already have their types."""
+    if not body.inputs:
+        raise ClientError(400, "inputs: must be a non-empty list of tensors")
+    plain = tensors.plain_column
+    decoded = []
+    offset = 0
+    for i, item in enumerate(body.inputs):
+        shape, data, datatype = item.shape, item.data, item.datatype
+        # the common tabular input in a few cheap checks: JSON data, no parameters, one
+        # value per instance, plainly valid values
+        if (
+            item.parameters is None
+            and data is not None
+            and len(shape) == 1
+            and shape[0] == len(data)
+            and plain(datatype, data)
+        ):
+            decoded.append(Tensor(item.name, datatype, (shape[0],), data))
+            continue
+        tensor, offset = decode_input(
+            i, item.name, datatype, shape, data, item.parameters, binary, offset
+        )
+        decoded.append(tensor)
+    return assemble(decoded, offset, body.id, body.parameters or {}, body.outputs, binary)
+
+
 def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, bool]]:
-    """The protocol-neutral request, and which outputs go back as binary data."""
+    """The protocol-neutral request from generic JSON, naming what is wrong with it."""
     if not isinstance(payload, dict):
         raise ClientError(400, "body: must be a JSON object with an inputs list")
     extra = payload.keys() - REQUEST_KEYS
@@ -199,41 +263,55 @@ def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, boo
     offset = 0
     decoded = []
     for i, item in enumerate(items):
-        tensor, offset = decode_input(i, item, binary, offset)
+        if type(item) is not dict or type(item.get("name")) is not str:
+            problem = "must be an object with a name, shape and datatype"
+            raise ClientError(400, f"inputs[{i}]: {problem}")
+        extra = item.keys() - INPUT_KEYS
+        if extra:
+            raise tensors.bad(f"input {item['name']!r}", f"unexpected field {min(extra)!r}")
+        tensor, offset = decode_input(
+            i,
+            item["name"],
+            item.get("datatype"),
+            item.get("shape"),
+            item.get("data"),
+            item.get("parameters"),
+            binary,
+            offset,
+        )
         decoded.append(tensor)
+    return assemble(decoded, offset, request_id, parameters, payload.get("outputs"), binary)
+
+
+def assemble(
+    decoded: list[Tensor],
+    offset: int,
+    request_id: str | None,
+    parameters: dict[str, Any],
+    outputs: Any,
+    binary: bytes,
+) -> tuple[InferenceRequest, dict[str, bool]]:
+    """The request from its decoded inputs; ``offset`` is the binary data they used."""
     if offset != len(binary):
         raise ClientError(400, f"body: {len(binary) - offset} bytes of binary data no input claims")
-    outputs, binary_outputs = requested_outputs(payload.get("outputs"), parameters)
-    infer_request = InferenceRequest(
-        Tensors(decoded), outputs, parameters, request_id, protocol="v2"
-    )
+    names, binary_outputs = requested_outputs(outputs, parameters)
+    infer_request = InferenceRequest(Tensors(decoded), names, parameters, request_id, protocol="v2")
     return infer_request, binary_outputs
 
 
-def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor, int]:
+def decode_input(
+    i: int,
+    name: str,
+    datatype: Any,
+    shape: Any,
+    data: Any,
+    parameters: Any,
+    binary: bytes,
+    offset: int,
+) -> tuple[Tensor, int]:
     """One input tensor, from JSON data or from the binary bytes at ``offset``;
     returns the offset of the next input's binary data."""
-    if type(item) is not dict or type(item.get("name")) is not str:
-        raise ClientError(400, f"inputs[{i}]: must be an object with a name, shape and datatype")
-    name: str = item["name"]
-    datatype, shape, data = item.get("datatype"), item.get("shape"), item.get("data")
-    # the common case in a few cheap checks: JSON data, no parameters, a known datatype,
-    # a one-dimensional shape (one value per instance) and plainly valid values
-    if (
-        len(item) == 4
-        and type(data) is list
-        and type(shape) is list
-        and len(shape) == 1
-        and shape[0] == len(data)
-        and type(shape[0]) is int
-        and type(datatype) is str
-        and tensors.plain_column(datatype, data)
-    ):
-        return Tensor(name, datatype, (shape[0],), data), offset
     where = f"input {name!r}"
-    extra = item.keys() - INPUT_KEYS
-    if extra:
-        raise tensors.bad(where, f"unexpected field {min(extra)!r}")
     if not isinstance(datatype, str) or datatype not in tensors.DTYPES:
         raise tensors.bad(where, f"unknown datatype {datatype!r}")
     if not (
@@ -242,7 +320,7 @@ def decode_input(i: int, item: Any, binary: bytes, offset: int) -> tuple[Tensor,
         and all(type(d) is int and 0 <= d <= MAX_DIMENSION for d in shape)
     ):
         raise tensors.bad(where, f"shape must be a list of 1 to 8 sizes >= 0, got {shape!r}")
-    parameters = item.get("parameters") or {}
+    parameters = parameters or {}
     if not isinstance(parameters, dict):
         raise tensors.bad(where, "parameters must be an object")
     if "shared_memory_region" in parameters:
@@ -369,10 +447,9 @@ async def infer(request: Request, name: str, version: int | str | None) -> Respo
         return render(exc)
     header, binary = split_body(await request.body(), header_length(request))
     if len(header) >= LARGE_BODY:
-        payload = await dataplane.offload_serial(parse_json, header)
+        infer_request, binary_outputs = await dataplane.offload_serial(read_body, header, binary)
     else:
-        payload = parse_json(header)
-    infer_request, binary_outputs = decode(payload, binary)
+        infer_request, binary_outputs = read_body(header, binary)
     infer_request.deadline = deadline_of(request, infer_request.parameters.get("timeout"))
     infer_request.disconnected = request.is_disconnected
     try:
