@@ -40,6 +40,7 @@ from app.serving.inference import (
     InferenceResponse,
     Tensor,
     Tensors,
+    TensorView,
 )
 from app.serving.signature import TensorSpec
 
@@ -182,12 +183,14 @@ def header_length(request: Request) -> str | None:
 
 
 class TypedInput(msgspec.Struct, forbid_unknown_fields=True):
-    """An input tensor with the types the protocol gives its fields."""
+    """An input tensor with the types the protocol gives its fields. A plain one (JSON
+    data, no parameters) goes to the data plane as it is: it has what the plane reads
+    of a tensor (:class:`~app.serving.inference.TensorView`)."""
 
     name: str
-    shape: list[int]
+    shape: tuple[int, ...]
     datatype: str
-    data: list[Any] | None = None
+    values: list[Any] | None = msgspec.field(default=None, name="data")
     parameters: dict[str, Any] | None = None
 
 
@@ -222,10 +225,10 @@ def decode_typed(body: TypedBody, binary: bytes) -> tuple[InferenceRequest, dict
     if not body.inputs:
         raise ClientError(400, "inputs: must be a non-empty list of tensors")
     plain = tensors.plain_column
-    decoded = []
+    decoded: list[TensorView] = []
     offset = 0
     for i, item in enumerate(body.inputs):
-        shape, data, datatype = item.shape, item.data, item.datatype
+        shape, data, datatype = item.shape, item.values, item.datatype
         # the common tabular input in a few cheap checks: JSON data, no parameters, one
         # value per instance, plainly valid values
         if (
@@ -235,10 +238,10 @@ def decode_typed(body: TypedBody, binary: bytes) -> tuple[InferenceRequest, dict
             and shape[0] == len(data)
             and plain(datatype, data)
         ):
-            decoded.append(Tensor(item.name, datatype, (shape[0],), data))
+            decoded.append(item)
             continue
         tensor, offset = decode_input(
-            i, item.name, datatype, shape, data, item.parameters, binary, offset
+            i, item.name, datatype, list(shape), data, item.parameters, binary, offset
         )
         decoded.append(tensor)
     return assemble(decoded, offset, body.id, body.parameters or {}, body.outputs, binary)
@@ -261,7 +264,7 @@ def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, boo
     if not isinstance(items, list) or not items:
         raise ClientError(400, "inputs: must be a non-empty list of tensors")
     offset = 0
-    decoded = []
+    decoded: list[TensorView] = []
     for i, item in enumerate(items):
         if type(item) is not dict or type(item.get("name")) is not str:
             problem = "must be an object with a name, shape and datatype"
@@ -284,7 +287,7 @@ def decode(payload: Any, binary: bytes) -> tuple[InferenceRequest, dict[str, boo
 
 
 def assemble(
-    decoded: list[Tensor],
+    decoded: list[TensorView],
     offset: int,
     request_id: str | None,
     parameters: dict[str, Any],

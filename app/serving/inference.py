@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -73,9 +73,23 @@ class Tensor:
     values: Any
 
 
+class TensorView(Protocol):
+    """What the data plane reads of an input tensor. :class:`Tensor` is one; a protocol
+    may also hand over the objects its decoder made, when they carry these four."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def datatype(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def values(self) -> Any: ...
+
+
 @dataclass
 class Tensors:
-    tensors: list[Tensor]
+    tensors: Sequence[TensorView]
 
     def __len__(self) -> int:
         first = self.tensors[0] if self.tensors else None

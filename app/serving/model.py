@@ -319,18 +319,20 @@ class ServedModel:
         columns: dict[str, Any] = {}
         n = len(inputs)
         single = n == 1
+        shape = (n,)
         specs = self.signature.by_name
         for tensor in inputs.tensors:
             spec = specs.get(tensor.name)
             if (
                 spec is None
                 or tensor.datatype not in spec.accepts
-                or tensor.shape != (n,)
+                or tensor.shape != shape
                 or type(tensor.values) is not list
-                or tensor.name in columns
             ):
                 return None
             columns[tensor.name] = tensor.values[0] if single else tensor.values
+        if len(columns) != len(self.fields):  # a name given twice (so another is missing)
+            return None
         return Rows([columns]) if single else Columns(columns, n)
 
     def _encode_plain(self, plain: Rows | Columns, strict: bool) -> EncodedBatch:
