@@ -203,10 +203,11 @@ class TypedBody(msgspec.Struct, forbid_unknown_fields=True):
     outputs: list[Any] | None = None
 
 
-# A well-typed body read straight into objects costs a quarter of generic JSON followed
-# by type checks in Python (income's 14 tensors: 3 us against 13). What it refuses
-# (a wrong type, an unknown field, NaN, a lone surrogate, deep nesting) goes to the
-# generic reader, which names the problem; so this changes only how fast, never what.
+# A well-typed body read straight into objects, the types checked in C, costs about
+# half of generic JSON followed by type checks in Python (income's 14 tensors, read and
+# checked: 7.7 us against 13). What the decoder refuses (a wrong type, an unknown field,
+# NaN, a lone surrogate, deep nesting) goes to the generic reader, which names the
+# problem; so this changes only how fast, never what.
 TYPED_BODY = msgspec.json.Decoder(TypedBody)
 NOT_TYPED = (msgspec.MsgspecError, ValueError, RecursionError)
 
