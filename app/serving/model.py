@@ -249,7 +249,7 @@ class ServedModel:
         if isinstance(inputs, Tensors):
             plain = self._plain_tabular(inputs)
             if plain is not None:
-                return self._encode_plain(plain, strict)
+                return self._encode_named(plain, strict)
             inputs = self._columns_of(inputs, prepare)
         if isinstance(self.pipeline, ImagePipeline):
             return self._encode_images(self.pipeline, inputs, prepare)
@@ -257,10 +257,7 @@ class ServedModel:
         if isinstance(inputs, Columns):
             if not checked:
                 self._check_names(inputs.columns, None)
-            try:
-                return self.pipeline.encode_columns(inputs.columns, n, strict=strict)
-            except EncodingError as exc:
-                raise InvalidInput([problem_of(exc)]) from None
+            return self._encode_named(inputs, strict)
         rows = inputs.rows
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
@@ -335,13 +332,14 @@ class ServedModel:
             return None
         return Rows([columns]) if single else Columns(columns, n)
 
-    def _encode_plain(self, plain: Rows | Columns, strict: bool) -> EncodedBatch:
-        """Encode what :meth:`_plain_tabular` found: every input present and typed."""
+    def _encode_named(self, inputs: Rows | Columns, strict: bool) -> EncodedBatch:
+        """Encode tabular inputs whose names were checked, every input present (columns,
+        or the one row :meth:`_plain_tabular` made): a rejection names its one field."""
         assert isinstance(self.pipeline, TabularPipeline)
         try:
-            if isinstance(plain, Rows):
-                return self.pipeline.encode_rows(plain.rows, strict=strict)
-            return self.pipeline.encode_columns(plain.columns, plain.size, strict=strict)
+            if isinstance(inputs, Rows):
+                return self.pipeline.encode_rows(inputs.rows, strict=strict)
+            return self.pipeline.encode_columns(inputs.columns, inputs.size, strict=strict)
         except EncodingError as exc:
             raise InvalidInput([problem_of(exc)]) from None
 
