@@ -26,11 +26,17 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="gRPC port (8001 as in Triton and KServe); 0 = any free"
     )
+    grpc_server: Literal["asyncio", "grpcio"] = Field(
+        "asyncio",
+        description="asyncio = keras-serve's own HTTP/2 for unary gRPC calls on the event "
+        "loop (the fastest here); grpcio = gRPC's grpc.aio server",
+    )
     grpc_acceptors: int = Field(
         16,
         ge=1,
         le=64,
-        description="gRPC servers sharing GRPC_PORT in each worker (SO_REUSEPORT): a grpc.aio "
+        description="GRPC_SERVER=grpcio only: grpc.aio servers sharing GRPC_PORT in each worker "
+        "(SO_REUSEPORT): a grpc.aio "
         "server takes new calls one at a time, so several take them in parallel; a client "
         "connection stays with one of them",
     )

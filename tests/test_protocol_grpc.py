@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -377,16 +377,19 @@ def test_no_inference_starts_after_the_deadline() -> None:
         plane.close()
 
 
-def test_draining_server_is_unavailable_and_stops_with_the_app() -> None:
-    """In the app's own lifespan: ready while serving; once draining, not ready and
-    UNAVAILABLE for inference; closed when the app stops. GRPC_ENABLED=false: no port."""
+@pytest.mark.parametrize("server", ["asyncio", "grpcio"])
+def test_draining_server_is_unavailable_and_stops_with_the_app(server: str) -> None:
+    """In the app's own lifespan, with either GRPC_SERVER: ready while serving; once
+    draining, not ready and UNAVAILABLE for inference; closed when the app stops.
+    GRPC_ENABLED=false: no port."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from app.settings import Settings
     from tests.conftest import MODELS_DIR
 
-    app = create_app(Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=0))
+    settings = Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=0, grpc_server=server)
+    app = create_app(settings)
     with TestClient(app):
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
         assert client.is_server_ready()
@@ -409,7 +412,7 @@ def test_draining_server_is_unavailable_and_stops_with_the_app() -> None:
 
 
 def test_every_acceptor_answers_and_a_taken_port_is_refused() -> None:
-    """GRPC_ACCEPTORS servers share the port: calls on many separate connections (which
+    """GRPC_SERVER=grpcio: GRPC_ACCEPTORS servers share the port: calls on many separate connections (which
     the kernel spreads over the servers) all answer, so every server runs; with one
     worker, a port another socket listens on is an error at startup, not a silent share."""
     import socket
@@ -420,7 +423,9 @@ def test_every_acceptor_answers_and_a_taken_port_is_refused() -> None:
     from app.settings import Settings
     from tests.conftest import MODELS_DIR
 
-    settings = Settings(models_dir=MODELS_DIR, runtime="onnx", grpc_port=0, grpc_acceptors=4)
+    settings = Settings(
+        models_dir=MODELS_DIR, runtime="onnx", grpc_port=0, grpc_server="grpcio", grpc_acceptors=4
+    )
     app = create_app(settings)
     with TestClient(app):
         port = app.state.grpc_port
@@ -537,3 +542,74 @@ def test_categories_forgive_case_suggest_fixes_and_obey_strict(
         "native_country",
         "allowed",
     )
+
+
+# ------------------------------------------------------------- the two servers
+def test_both_grpc_servers_give_the_same_answers_and_statuses() -> None:
+    """GRPC_SERVER=asyncio (keras-serve's own HTTP/2) and GRPC_SERVER=grpcio (grpc.aio)
+    carry one servicer: the same calls give equal messages and equal status codes,
+    through gRPC core's client."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import MODELS_DIR
+
+    rows = instances("income", 1)[:3]
+    pixels = np.array([r["image"] for r in instances("digits", 2)], dtype=np.uint8)
+
+    def calls(port: int) -> list[Any]:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        income = triton_inputs(client.get_model_metadata("income", "1"), rows)
+        image = grpcclient.InferInput("image", list(pixels.shape), "UINT8")
+        image.set_data_from_numpy(pixels)
+        big = grpcclient.InferInput("image", [2000, 784], "UINT8")
+        big.set_data_from_numpy(np.zeros((2000, 784), np.uint8))
+        attempts: list[Callable[[], Any]] = [
+            lambda: client.get_server_metadata(),
+            lambda: client.get_model_metadata("digits", "2"),
+            lambda: client.is_model_ready("iris", "9"),
+            lambda: client.infer("income", income, model_version="1", request_id="r-1"),
+            lambda: client.infer("digits", [image], model_version="2"),
+            lambda: client.infer("digits", [image], compression_algorithm="gzip"),
+            lambda: client.infer("nope", income),
+            lambda: client.infer("income", income[1:], model_version="1"),
+            lambda: client.infer("digits", [big]),  # over the limit of 1 MiB set below
+            lambda: client.get_model_repository_index(),
+        ]
+        answers = []
+        for attempt in attempts:
+            try:
+                answer = attempt()
+                answers.append(getattr(answer, "get_response", lambda a=answer: a)())
+            except InferenceServerException as exc:
+                answers.append((exc.status(), exc.message()))
+        client.close()
+        return answers
+
+    got = {}
+    for server in ("asyncio", "grpcio"):
+        settings = Settings(
+            models_dir=MODELS_DIR,
+            runtime="onnx",
+            grpc_port=0,
+            grpc_server=server,
+            max_body_bytes=1 << 20,
+        )
+        app = create_app(settings)
+        with TestClient(app):
+            got[server] = calls(app.state.grpc_port)
+    statuses = [a[0] if isinstance(a, tuple) else "OK" for a in got["asyncio"]]
+    assert statuses == ["OK"] * 6 + [
+        "StatusCode.NOT_FOUND",
+        "StatusCode.INVALID_ARGUMENT",
+        "StatusCode.RESOURCE_EXHAUSTED",
+        "OK",
+    ]
+    for ours, theirs in zip(got["asyncio"], got["grpcio"], strict=True):
+        if isinstance(ours, tuple):  # the limit's wording is each server's own
+            assert ours[0] == theirs[0]
+            if ours[0] != "StatusCode.RESOURCE_EXHAUSTED":
+                assert ours[1] == theirs[1]
+        else:
+            assert ours == theirs
