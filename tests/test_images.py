@@ -8,6 +8,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -342,3 +343,30 @@ def test_mpo_upload_is_answered_over_http(client: TestClient) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["label"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [(300.0, "between 0 and 255"), (-1.0, "between 0 and 255")],
+)
+def test_a_bad_image_in_a_tensor_batch_is_named_by_its_index(
+    client: Any, bad: float, words: str
+) -> None:
+    """A tensor of images is checked as one array; a bad one is still named by index."""
+    images = np.zeros((3, 784)).tolist()
+    images[2][100] = bad
+    body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [3, 784], "data": images}]}
+    response = client.post("/v2/models/digits/versions/1/infer", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert words in error and "image" in error and "2" in error, error
+    good = client.post(
+        "/v2/models/digits/versions/1/infer",
+        json={
+            "inputs": [
+                {"name": "image", "datatype": "UINT8", "shape": [3, 28, 28], "data": [0] * 2352}
+            ]
+        },
+    )
+    assert good.status_code == 200, good.text
+    assert sorted(len(o["data"]) for o in good.json()["outputs"]) == [3, 30]

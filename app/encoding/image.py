@@ -60,7 +60,8 @@ class ImagePipeline:
         # checked before the float32 cast, which would turn 1e300 into Infinity
         if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
             raise EncodingError(field, "must not contain NaN or Infinity")
-        if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
+        in_range = pixels.dtype == np.uint8  # bytes cannot leave 0-255
+        if not in_range and (pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255):
             raise EncodingError(field, "intensities must be between 0 and 255")
         values = pixels.astype(np.float32, copy=False)
         return (values / self.scale).reshape([n, *self.input_shape])

@@ -361,7 +361,16 @@ class ServedModel:
         name = self.card.inputs[0].name
         if isinstance(inputs, Columns):
             self._check_names(inputs.columns, None)
-            rows: Sequence[Any] = [{name: image} for image in inputs.columns[name]]
+            images = inputs.columns[name]
+            if not prepare and isinstance(images, np.ndarray) and images.dtype.kind in "iuf":
+                # a tensor (OIP, gRPC): checked and scaled as one array; only a batch
+                # with a bad image takes the per-image path below, which names it
+                try:
+                    matrix = pipeline.encode(images, name)
+                    return EncodedBatch(matrix, [[] for _ in range(len(images))])
+                except EncodingError:
+                    pass
+            rows: Sequence[Any] = [{name: image} for image in images]
         else:
             rows = inputs.rows
         pixels = np.stack([self._image_of(row, i, pipeline, prepare) for i, row in enumerate(rows)])
