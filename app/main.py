@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from app.grpc.server import GrpcServer
             from app.grpc.servicer import Served
 
-            draining = lambda: getattr(app.state, "draining", False)  # noqa: E731
+            app.state.draining = False  # set: a missing attribute costs an exception per call
+            draining = lambda: app.state.draining  # noqa: E731
             served = Served(dataplane, draining, app.state.extensions)
             grpc_server = GrpcServer(served, settings, metrics)
             app.state.grpc_port = await grpc_server.start()

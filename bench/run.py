@@ -93,6 +93,7 @@ class Server:
     batching: bool = True
     workers: int = 1
     access_log: bool = True
+    grpc_server: str = "asyncio"
 
     @property
     def label(self) -> str:
@@ -105,6 +106,8 @@ class Server:
             label += f", {self.workers} workers"
         if not self.access_log:
             label += ", access log off"
+        if self.grpc_server != "asyncio":
+            label += f", GRPC_SERVER={self.grpc_server}"
         return label
 
 
@@ -164,6 +167,7 @@ PEER = Server("peer", "kserve")
 TRITON = Server("triton", "triton")
 ONNX_NOLOG = Server("onnx-nolog", "onnx", access_log=False)
 ONNX_2 = Server("onnx-2w", "onnx", workers=2)
+ONNX_GRPCIO = Server("onnx-grpcio", "onnx", grpc_server="grpcio")
 
 
 # ----------------------------------------------------------------------------- rows
@@ -392,6 +396,18 @@ def build_rows(groups: list[str]) -> list[Row]:
             )
             rows.append(
                 Row(
+                    "grpcio/grpc/digits v1",
+                    group,
+                    "gRPC ModelInfer digits v1, grpc.aio server",
+                    ONNX_GRPCIO,
+                    "POST",
+                    GRPC_INFER,
+                    grpc_body(name, version),
+                    protocol="grpc",
+                )
+            )
+            rows.append(
+                Row(
                     "grpc/triton digits v1",
                     group,
                     "Triton gRPC ModelInfer digits v1 (peer)",
@@ -600,6 +616,7 @@ def command(
             "PORT": str(port),
             "GRPC_PORT": str(grpc_port or free_port()),
             "WORKERS": str(server.workers),
+            "GRPC_SERVER": server.grpc_server,
             "RUNTIME": server.runtime,
             "BATCHING": str(server.batching).lower(),
             "ACCESS_LOG": str(server.access_log and args.access_log).lower(),

@@ -26,7 +26,8 @@ OK = grpc.StatusCode.OK.value[0]
 
 
 class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """ServerLive answers at once; ModelInfer echoes the model name after ``delay``."""
+    """ServerLive answers at once; ModelInfer echoes the model name after ``delay``
+    (none for the model "quick")."""
 
     def __init__(self) -> None:
         self.delay = 0.0
@@ -39,7 +40,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: CallContext) -> Any:
         try:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(0 if request.model_name == "quick" else self.delay)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -72,9 +73,11 @@ class Transport:
 class Peer:
     """The client side: writes frames into a connection, reads its frames back."""
 
-    def __init__(self, max_message: int = 1 << 20, budget: int = 1 << 20) -> None:
+    def __init__(
+        self, max_message: int = 1 << 20, budget: int = 1 << 20, time_limit: float = 30.0
+    ) -> None:
         self.servicer = Servicer()
-        self.calls = GrpcCalls(self.servicer, max_message, budget)
+        self.calls = GrpcCalls(self.servicer, max_message, budget, time_limit)
         self.closed: list[Http2Connection] = []
         self.connection = Http2Connection(self.calls, self.closed.append)
         self.transport = Transport()
@@ -133,9 +136,9 @@ class Peer:
         return blocks[0], body[5:], blocks[1]
 
 
-def run(body: Callable[[Peer], Any], **kwargs: int) -> Peer:
+def run(body: Callable[[Peer], Any], **kwargs: float) -> Peer:
     async def main() -> Peer:
-        peer = Peer(**kwargs)
+        peer = Peer(**kwargs)  # type: ignore[arg-type]
         result = body(peer)
         if asyncio.iscoroutine(result):
             await result
@@ -334,6 +337,26 @@ def test_a_deadline_answers_deadline_exceeded_and_cancels_the_work() -> None:
         assert "grpc-timeout" in bad["grpc-message"]
 
     run(body)
+
+
+def test_calls_past_the_servers_time_limit_are_cancelled_by_the_sweeper() -> None:
+    """REQUEST_TIMEOUT_S without a client deadline: cancelled within a tick of the limit."""
+
+    async def body(peer: Peer) -> None:
+        peer.servicer.delay = 5.0
+        peer.call(1, service_pb2.ModelInferRequest(model_name="iris"))
+        peer.call(3, service_pb2.ModelInferRequest(model_name="iris"))
+        peer.call(5, service_pb2.ModelInferRequest(model_name="quick"))
+        await asyncio.sleep(0.5)
+        for stream in (1, 3):
+            trailers = peer.answer(stream)[2]
+            assert status(trailers) == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+            assert "time limit (0.2 s)" in trailers["grpc-message"]
+        assert status(peer.answer(5)[2]) == OK
+        await settle()
+        assert peer.servicer.cancelled == 2 and not peer.calls.limits
+
+    run(body, time_limit=0.2)
 
 
 def test_parse_timeout_reads_every_unit_and_refuses_the_rest() -> None:

@@ -99,7 +99,12 @@ class Http2Server:
 
     def __init__(self, servicer: InferenceServicer, settings: Settings) -> None:
         self.settings = settings
-        self.calls = GrpcCalls(servicer, settings.max_body_bytes, settings.max_in_flight_bytes)
+        self.calls = GrpcCalls(
+            servicer,
+            settings.max_body_bytes,
+            settings.max_in_flight_bytes,
+            settings.request_timeout_s,
+        )
         self.connections: set[Http2Connection] = set()
         self.server: asyncio.Server | None = None
 

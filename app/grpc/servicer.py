@@ -419,14 +419,23 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             raise RpcError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         name, version = request.model_name, model_version(request.model_version)
         self.plane.model(name, version)  # an unknown model is NOT_FOUND whatever the body says
-        if sum(math.prod(i.shape) for i in request.inputs) >= LARGE_REQUEST:
+        # every value takes at least a byte, so a small message holds few values
+        if (
+            request.ByteSize() >= LARGE_REQUEST
+            and sum(math.prod(i.shape) for i in request.inputs) >= LARGE_REQUEST
+        ):
             inference, as_raw = await self.plane.offload(decode_request, request)
         else:
             inference, as_raw = decode_request(request)
-        limit = self.time_limit(context, inference.parameters.get("timeout"))
+        timeout_us = inference.parameters.get("timeout")
+        limit = self.time_limit(context, timeout_us)
         inference.deadline = time.monotonic() + limit  # queued work past it is dropped
-        async with asyncio.timeout(limit):  # and a running call is abandoned
+        if timeout_us is None and getattr(context, "time_bounded", False):
+            # keras-serve's own server cancels a running call at this same limit
             response = await self.plane.infer(name, version, inference)
+        else:
+            async with asyncio.timeout(limit):  # a running call is abandoned
+                response = await self.plane.infer(name, version, inference)
         classes = classes_parameter(response.classes)
         if len(response.unknown_categories) >= LARGE_ANSWER:
             return await self.plane.offload(encode_response, response, as_raw, classes)
