@@ -316,7 +316,7 @@ class Http2Connection(asyncio.Protocol):
             self._request_ended(stream)
             return
         if stream_id <= self.last_stream_id:
-            raise ProtocolViolation(STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+            return  # a stream this side closed early (trailers, say): nothing to do
         self.last_stream_id = stream_id
         if self.going_away or len(self.streams) >= STREAMS_PER_CONNECTION:
             self._write(frame(RST_STREAM, 0, stream_id, _WORD.pack(REFUSED_STREAM)))
