@@ -5,6 +5,11 @@ One more protocol adapter beside the REST ones: it decodes protobuf into the sam
 :meth:`~app.serving.dataplane.DataPlane.infer`, and encodes the answer; validation,
 encoding and batching stay in the data plane.
 
+* ``servicer.py``: the RPCs, protobuf in and out (the adapter proper);
+* ``http2.py`` and ``calls.py``: keras-serve's own transport for unary gRPC calls
+  (HTTP/2 frames; gRPC paths, status trailers, deadlines), the default server;
+* ``server.py``: starts and stops it, or ``grpc.aio`` with ``GRPC_SERVER=grpcio``.
+
 The protocol definition comes from the generated ``service_pb2`` and
 ``service_pb2_grpc`` modules of ``tritonclient[grpc]``, not from a vendored copy of
 the ``.proto``: NVIDIA maintains and releases that package with Triton, its messages
