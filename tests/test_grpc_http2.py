@@ -513,3 +513,46 @@ def test_after_goaway_new_streams_are_refused_and_open_ones_finish() -> None:
         assert peer.connection.idle
 
     run(body)
+
+
+def test_random_frames_never_escape_as_exceptions() -> None:
+    """Fuzzed input (seeded): any frame type, flags, stream and payload, valid header
+    blocks among them, either is served or ends the connection with GOAWAY; nothing
+    raises out of data_received (asyncio would log it and drop the connection untidily)."""
+    import random
+
+    rng = random.Random(20261124)
+    kinds = [*range(10), 0x10]
+    encoder = hpack.Encoder()
+    block = encoder.encode(
+        [(":method", "POST"), (":path", INFER), ("content-type", "application/grpc")]
+    )
+
+    async def body() -> None:
+        for _ in range(300):
+            peer = Peer()
+            for _ in range(rng.randint(1, 12)):
+                kind = rng.choice(kinds)
+                flags = rng.choice([0, 1, 4, 5, 8, 0x20, 0x25, 0xFF])
+                stream = rng.choice([0, 1, 1, 3, 5, 2, 2**31 - 1])
+                if kind == http2.HEADERS and rng.random() < 0.5:
+                    payload = block
+                elif rng.random() < 0.3:
+                    payload = struct.pack(">BI", rng.choice([0, 1, 2]), rng.randint(0, 64))
+                else:
+                    payload = rng.randbytes(rng.choice([0, 1, 4, 5, 6, 8, 9, 40]))
+                data = http2.frame(kind, flags, stream, payload)
+                if rng.random() < 0.2:  # split anywhere
+                    cut = rng.randint(0, len(data))
+                    peer.send(data[:cut])
+                    peer.send(data[cut:])
+                else:
+                    peer.send(data)
+                if peer.transport.closed:
+                    break
+            await settle()
+            peer.connection.connection_lost(None)
+            await settle()
+            assert peer.calls.budget.held == 0 and not peer.calls.limits
+
+    asyncio.run(body())
