@@ -412,9 +412,10 @@ def test_draining_server_is_unavailable_and_stops_with_the_app(server: str) -> N
 
 
 def test_every_acceptor_answers_and_a_taken_port_is_refused() -> None:
-    """GRPC_SERVER=grpcio: GRPC_ACCEPTORS servers share the port: calls on many separate connections (which
-    the kernel spreads over the servers) all answer, so every server runs; with one
-    worker, a port another socket listens on is an error at startup, not a silent share."""
+    """GRPC_SERVER=grpcio: GRPC_ACCEPTORS servers share the port: calls on many separate
+    connections (which the kernel spreads over the servers) all answer, so every server
+    runs; with one worker, a port another socket listens on is an error at startup, not a
+    silent share."""
     import socket
 
     from fastapi.testclient import TestClient
