@@ -354,7 +354,7 @@ def test_calls_past_the_servers_time_limit_are_cancelled_by_the_sweeper() -> Non
             assert "time limit (0.2 s)" in trailers["grpc-message"]
         assert status(peer.answer(5)[2]) == OK
         await settle()
-        assert peer.servicer.cancelled == 2 and not peer.calls.limits
+        assert peer.servicer.cancelled == 2 and not peer.calls.limits.deadlines
 
     run(body, time_limit=0.2)
 
@@ -379,7 +379,7 @@ def test_a_reset_stream_cancels_its_call_and_a_lost_connection_all_calls() -> No
         peer.connection.connection_lost(None)
         await settle()
         assert peer.servicer.cancelled == 3 and peer.closed == [peer.connection]
-        assert peer.calls.running == 0 and peer.calls.budget.held == 0
+        assert not peer.calls.limits.deadlines and peer.calls.budget.held == 0
 
     run(body)
 
@@ -553,6 +553,6 @@ def test_random_frames_never_escape_as_exceptions() -> None:
             await settle()
             peer.connection.connection_lost(None)
             await settle()
-            assert peer.calls.budget.held == 0 and not peer.calls.limits
+            assert peer.calls.budget.held == 0 and not peer.calls.limits.deadlines
 
     asyncio.run(body())

@@ -34,6 +34,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from app.grpc.http2 import Http2Connection, Stream
 from app.serving.admission import BodyBuffer
+from app.serving.sweeper import DeadlineSweeper
 
 log = logging.getLogger(__name__)
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -113,7 +114,7 @@ class Abort(Exception):
 class CallContext:
     """What the servicer asks of a call: its metadata, the time left, abort."""
 
-    __slots__ = ("deadline", "expired", "metadata")
+    __slots__ = ("deadline", "metadata")
     # this server cancels a running call at its deadline and at REQUEST_TIMEOUT_S, so
     # the servicer need not set a timer of its own (about 4 µs a call)
     time_bounded = True
@@ -121,7 +122,6 @@ class CallContext:
     def __init__(self, deadline: float | None, metadata: tuple[tuple[str, str], ...]) -> None:
         self.deadline = deadline  # time.monotonic() seconds
         self.metadata = metadata
-        self.expired = False
 
     def time_remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -183,13 +183,8 @@ class GrpcCalls:
         self.table = method_table(servicer)
         self.max_message = max_message
         self.budget = BodyBuffer(buffer_budget)
-        self.running = 0
-        # REQUEST_TIMEOUT_S: one sweeper checks the running calls a few times per limit
-        # (as app/api/timeout.py does for HTTP) rather than a timer per call
-        self.time_limit = time_limit
-        self.tick = min(1.0, time_limit / 4)
-        self.limits: dict[Call, float] = {}  # running call: when it must be cancelled
-        self.sweeper: asyncio.Task[None] | None = None
+        # REQUEST_TIMEOUT_S, as HTTP's middleware keeps it: one sweeper, not a timer a call
+        self.limits: DeadlineSweeper[Call] = DeadlineSweeper(time_limit, self._time_up)
 
     # -------------------------------------------------------------- from HTTP/2
     def headers_received(self, connection: Http2Connection, stream: Stream) -> None:
@@ -244,9 +239,7 @@ class GrpcCalls:
 
     def data_received(self, connection: Http2Connection, stream: Stream) -> None:
         call = stream.call
-        if not isinstance(call, Call):
-            stream.unread = True  # answered already
-            stream.body.clear()
+        if not isinstance(call, Call):  # answered at its headers: no data comes here
             return
         if call.declared >= 0 or len(stream.body) < 5:
             if call.declared >= 0 and len(stream.body) > call.declared + 5:
@@ -316,10 +309,8 @@ class GrpcCalls:
         if call.context.deadline is not None:  # the client's own: kept to the millisecond
             delay = call.context.deadline - time.monotonic()
             call.timer = loop.call_later(delay, self._expire, connection, stream, call)
-        self.limits[call] = loop.time() + self.time_limit
         call.stream = (connection, stream)
-        if self.sweeper is None or self.sweeper.done():
-            self.sweeper = loop.create_task(self._sweep(loop))
+        self.limits.add(call)
 
     # --------------------------------------------------------------- the call
     async def _run(
@@ -330,7 +321,6 @@ class GrpcCalls:
         message: bytes,
         compressed: bool,
     ) -> None:
-        self.running += 1
         try:
             if compressed:
                 message = await self._decompress(message, call.encoding)
@@ -353,7 +343,6 @@ class GrpcCalls:
             log.exception("unhandled error in %s", call.entry.request.DESCRIPTOR.name)
             self.fail(connection, stream, grpc.StatusCode.INTERNAL, "internal error")
         finally:
-            self.running -= 1
             self._done(call)
 
     async def _decompress(self, message: bytes, wbits: int) -> bytes:
@@ -389,20 +378,16 @@ class GrpcCalls:
         """The deadline passed: answer now, and drop the work (a task cancelled before
         its first step never runs, so the answer cannot be left to it)."""
         call.timer = None
-        call.context.expired = True
         self.fail(connection, stream, grpc.StatusCode.DEADLINE_EXCEEDED, message)
         if call.task is not None:
             call.task.cancel()
 
-    async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Cancel the calls running past REQUEST_TIMEOUT_S; ends when none runs."""
-        while self.limits:
-            await asyncio.sleep(self.tick)
-            now = loop.time()
-            for call, limit in list(self.limits.items()):
-                if limit <= now and call.stream is not None:
-                    message = f"the request took longer than its time limit ({self.time_limit:g} s)"
-                    self._expire(*call.stream, call, message)
+    def _time_up(self, call: Call) -> None:
+        """REQUEST_TIMEOUT_S passed while the call ran."""
+        if call.stream is not None:
+            limit = self.limits.seconds
+            message = f"the request took longer than its time limit ({limit:g} s)"
+            self._expire(*call.stream, call, message)
 
     def _reset(self, call: Call) -> None:
         if call.task is not None:
@@ -410,7 +395,7 @@ class GrpcCalls:
         self._done(call)
 
     def _done(self, call: Call) -> None:
-        self.limits.pop(call, None)
+        self.limits.discard(call)
         call.stream = None
         release, call.release = call.release, None
         if release is not None:
@@ -424,12 +409,10 @@ class GrpcCalls:
         self, connection: Http2Connection, stream: Stream, code: grpc.StatusCode, message: str
     ) -> None:
         """A trailers-only answer with the status; the call's data is no longer read."""
-        stream.unread = True
         stream.body.clear()
         if isinstance(stream.call, Call):
             self._done(stream.call)
         connection.respond(stream, b"", b"", status_block(code, message, head=True))
 
     def _refuse_http(self, connection: Http2Connection, stream: Stream, status: int) -> None:
-        stream.unread = True
         connection.respond(stream, b"", b"", http_status(status))

@@ -92,7 +92,6 @@ class Stream:
         "pending",
         "received",
         "send_window",
-        "unread",
     )
 
     def __init__(self, stream_id: int, send_window: int) -> None:
@@ -105,7 +104,6 @@ class Stream:
         self.send_window = send_window
         self.pending: list[bytes] = []  # DATA payload, then trailers, blocked by windows
         self.on_reset: Callable[[], None] | None = None  # the gRPC layer's cleanup
-        self.unread = False  # the gRPC layer no longer wants its data
         self.call: object = None  # the gRPC layer's own record of the call
 
 
@@ -270,10 +268,8 @@ class Http2Connection(asyncio.Protocol):
             return  # reset or answered already: its data is dropped
         if stream.ended:
             raise ProtocolViolation(STREAM_CLOSED, f"DATA after END_STREAM on stream {stream_id}")
-        data = self._unpad(flags, payload)
-        if not stream.unread:
-            stream.body += data
-            self.handler.data_received(self, stream)
+        stream.body += self._unpad(flags, payload)
+        self.handler.data_received(self, stream)
         if flags & END_STREAM:
             self._request_ended(stream)
         elif not stream.answered:
