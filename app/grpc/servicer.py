@@ -15,7 +15,8 @@ Wire rules, as in Triton's gRPC endpoint
 * errors are gRPC status codes with a message naming the tensor or field:
   INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE (not ready, draining, overloaded),
   DEADLINE_EXCEEDED, UNAUTHENTICATED; RESOURCE_EXHAUSTED for a message over the size
-  limit comes from gRPC itself (``grpc.max_receive_message_length``).
+  limit comes from the server before the servicer runs (``calls.py``, or grpc.aio's
+  ``grpc.max_receive_message_length``).
 
 Every RPC is counted in the HTTP request metrics with protocol ``grpc`` and the status
 code's name, and gets an access-log line when access logs are on.
